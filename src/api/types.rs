@@ -1,0 +1,180 @@
+//! The JSON shapes of the local API and of `edgeroll get -o json` (see the contract).
+//!
+//! This is the only place these wire types are defined; the CLI and the shell both use them.
+//! Field names are camelCase on the wire. Changing a name here breaks users' scripts.
+
+use serde::{Deserialize, Serialize};
+
+/// The `apiVersion` of every status document.
+pub const STATUS_API_VERSION: &str = "edgeroll/v1";
+
+/// `GET /v1/status`: every service of the site.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Status {
+    /// Always [`STATUS_API_VERSION`].
+    pub api_version: String,
+    /// The site name from the config.
+    pub site: String,
+    /// One entry per service, in document order.
+    pub services: Vec<ServiceStatus>,
+}
+
+/// One service.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceStatus {
+    /// Service name.
+    pub name: String,
+    /// `canary` (or `blueGreen`).
+    pub strategy: String,
+    /// `Healthy`, `Progressing`, `Paused` or `Degraded`.
+    pub phase: String,
+    /// Why, e.g. `CanaryPauseStep` or `RolloutAborted: …`.
+    pub message: String,
+    /// `Promoted`, `Aborted`, `Superseded`, or null.
+    pub completion: Option<String>,
+    /// The stable revision.
+    pub stable: Option<RevisionRef>,
+    /// The canary revision; null when no canary exists.
+    pub canary: Option<RevisionRef>,
+    /// The current step; null when no canary exists.
+    pub step: Option<StepRef>,
+    /// Traffic percentages.
+    pub weights: Weights,
+    /// Every instance.
+    pub instances: Vec<Instance>,
+    /// Analysis runs, oldest first.
+    pub analysis_runs: Vec<AnalysisRun>,
+    /// Revisions kept for undo, oldest first.
+    #[serde(default)]
+    pub revisions: Vec<RevisionRef>,
+    /// Recent events, oldest first.
+    #[serde(default)]
+    pub events: Vec<Event>,
+}
+
+/// A revision and its version label.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RevisionRef {
+    /// Version label.
+    pub version: String,
+    /// Revision number.
+    pub revision: u64,
+}
+
+/// The current step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StepRef {
+    /// 0-based index of the current step (== count when all steps are done).
+    pub index: usize,
+    /// Number of steps.
+    pub count: usize,
+}
+
+/// Traffic split.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Weights {
+    /// Percent to stable.
+    pub stable: u8,
+    /// Percent to canary.
+    pub canary: u8,
+}
+
+/// One instance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Instance {
+    /// Unique id.
+    pub id: String,
+    /// Version label.
+    pub version: String,
+    /// `stable`, `canary` (or `active`, `preview`), or `old` while being scaled down.
+    pub role: String,
+    /// Readiness.
+    pub ready: bool,
+    /// Loopback address.
+    pub address: String,
+    /// Restarts after the instance died.
+    #[serde(default)]
+    pub restarts: u32,
+}
+
+/// One analysis run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AnalysisRun {
+    /// Run name.
+    pub name: String,
+    /// Run phase.
+    pub phase: String,
+    /// Why it ended.
+    #[serde(default)]
+    pub message: Option<String>,
+    /// Its metrics.
+    pub metrics: Vec<MetricRun>,
+}
+
+/// One metric of a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MetricRun {
+    /// Metric name.
+    pub name: String,
+    /// Metric phase.
+    pub phase: String,
+    /// Measurements, oldest first.
+    pub measurements: Vec<Measurement>,
+}
+
+/// One measurement.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Measurement {
+    /// RFC 3339 time.
+    pub at: String,
+    /// `Successful`, `Failed`, `Inconclusive` or `Error`.
+    pub phase: String,
+    /// The measured value, e.g. `[0.995]`.
+    pub value: Option<String>,
+    /// Why (errors, no data).
+    #[serde(default)]
+    pub message: Option<String>,
+}
+
+/// A rollout event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Event {
+    /// RFC 3339 time.
+    pub at: String,
+    /// Short kind, e.g. `RolloutAborted`.
+    pub kind: String,
+    /// Human message.
+    pub message: String,
+}
+
+/// `POST /v1/services/{name}/{action}` body (all fields optional).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ActionRequest {
+    /// `promote --full`.
+    #[serde(default)]
+    pub full: bool,
+    /// `undo --to-revision N`.
+    #[serde(default)]
+    pub to_revision: Option<u64>,
+}
+
+/// Answer to an action.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ActionResponse {
+    /// Whether it was applied.
+    pub ok: bool,
+    /// What happened, or why it was refused.
+    pub message: String,
+}

@@ -1,0 +1,265 @@
+//! The desired document: which services a site runs, at which version, and how a new version is
+//! rolled out (Argo Rollouts' field names, TOML or JSON).
+//!
+//! This module owns the validated, plain-data form of a desired document and its parser
+//! ([`parse`]), which reports every problem at once with file, line and column.
+//! It never performs I/O beyond reading the document text it is handed, and nothing here decides
+//! anything about a rollout: that is `rollout`'s job.
+
+pub mod parse;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// The `apiVersion` every desired document must carry.
+pub const API_VERSION: &str = "edgeroll/v1";
+/// Argo's default for `revisionHistoryLimit`.
+pub const DEFAULT_REVISION_HISTORY_LIMIT: u32 = 10;
+/// Argo's default for `progressDeadlineSeconds`.
+pub const DEFAULT_PROGRESS_DEADLINE_SECONDS: u32 = 600;
+/// Argo's default for `consecutiveErrorLimit`.
+pub const DEFAULT_CONSECUTIVE_ERROR_LIMIT: u32 = 4;
+
+/// A validated desired document.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Document {
+    /// Grows with every published document.
+    pub serial: u64,
+    /// Which sites apply the document (label → value); empty means every site.
+    pub selector: BTreeMap<String, String>,
+    /// The services, in document order.
+    pub services: Vec<ServiceSpec>,
+    /// Analysis templates by name.
+    pub analysis_templates: BTreeMap<String, AnalysisTemplate>,
+}
+
+/// One service of a site and how it is rolled out.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServiceSpec {
+    /// Unique name of the service on the site.
+    pub name: String,
+    /// How many instances the stable version runs.
+    pub replicas: u32,
+    /// How many old revisions are kept for `undo`.
+    pub revision_history_limit: u32,
+    /// How long a rollout may go without progress before it is `ProgressDeadlineExceeded`.
+    pub progress_deadline_seconds: u32,
+    /// Abort the rollout when the progress deadline is exceeded.
+    pub progress_deadline_abort: bool,
+    /// Where the proxy listens for this service.
+    pub traffic: Traffic,
+    /// What one instance runs.
+    pub template: Template,
+    /// How a new version replaces the old one.
+    pub strategy: Strategy,
+}
+
+/// The proxy listener of a service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Traffic {
+    /// An HTTP listener: the weight is applied per request.
+    Http {
+        /// `host:port` to listen on.
+        listen: String,
+    },
+}
+
+impl Traffic {
+    /// The address the proxy listens on.
+    pub fn listen(&self) -> &str {
+        match self {
+            Traffic::Http { listen } => listen,
+        }
+    }
+}
+
+/// What one instance of a version runs. Two templates that are equal are the same revision.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Template {
+    /// The version label shown everywhere and sent in reports.
+    pub version: String,
+    /// Process runtime: argv; `{port}` is replaced by the allocated port (`PORT` is also set).
+    pub command: Vec<String>,
+    /// Extra environment for the instance.
+    pub env: BTreeMap<String, String>,
+    /// When an instance counts as ready.
+    pub readiness: Readiness,
+}
+
+/// A readiness check, run against the instance's allocated port on loopback.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Readiness {
+    /// `GET path` answers 2xx or 3xx.
+    HttpGet {
+        /// Request path, starting with `/`.
+        path: String,
+    },
+    /// A TCP connection is accepted.
+    Tcp,
+}
+
+/// The rollout strategy of a service.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Strategy {
+    /// Argo's canary strategy.
+    Canary(CanaryStrategy),
+}
+
+/// `strategy.canary`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct CanaryStrategy {
+    /// The steps, executed in order; after the last one the canary is promoted.
+    pub steps: Vec<CanaryStep>,
+}
+
+/// One canary step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum CanaryStep {
+    /// Send this percentage of requests to the canary.
+    SetWeight(u8),
+    /// Wait for `duration`, or until promoted when `None`.
+    Pause {
+        /// How long to wait; `None` waits for an operator.
+        duration: Option<Duration>,
+    },
+    /// Run an analysis and go on only when it succeeds.
+    Analysis(AnalysisStep),
+    /// Scale the canary independently of its weight.
+    SetCanaryScale(CanaryScale),
+}
+
+/// `setCanaryScale`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CanaryScale {
+    /// An absolute number of canary instances.
+    Replicas(u32),
+    /// A percentage of `replicas`, rounded up.
+    Weight(u8),
+    /// Follow the traffic weight again (the default).
+    MatchTrafficWeight,
+}
+
+/// An inline `analysis` step: templates merged into one run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AnalysisStep {
+    /// Names of the templates to merge.
+    pub templates: Vec<String>,
+    /// Argument values passed to the templates.
+    pub args: BTreeMap<String, String>,
+}
+
+/// An AnalysisTemplate.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AnalysisTemplate {
+    /// Template name, referenced by `templateName`.
+    pub name: String,
+    /// Declared arguments, with their default values.
+    pub args: Vec<TemplateArg>,
+    /// The metrics measured by a run of this template.
+    pub metrics: Vec<Metric>,
+}
+
+/// A declared template argument.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TemplateArg {
+    /// Argument name, used as `{{args.name}}`.
+    pub name: String,
+    /// Default value when the step does not pass one.
+    pub value: Option<String>,
+}
+
+/// One metric of an analysis template.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Metric {
+    /// Metric name, unique in its template.
+    pub name: String,
+    /// Time between measurements; `None` takes one measurement.
+    pub interval: Option<Duration>,
+    /// Wait before the first measurement.
+    pub initial_delay: Option<Duration>,
+    /// How many measurements to take; `None` with an interval runs until the step ends.
+    pub count: Option<u32>,
+    /// Expression that makes a measurement Successful.
+    pub success_condition: Option<String>,
+    /// Expression that makes a measurement Failed.
+    pub failure_condition: Option<String>,
+    /// Failed measurements tolerated before the metric fails; -1 disables.
+    pub failure_limit: i32,
+    /// Inconclusive measurements tolerated before the metric is Inconclusive.
+    pub inconclusive_limit: u32,
+    /// Consecutive errors tolerated before the metric errors.
+    pub consecutive_error_limit: u32,
+    /// Where the value comes from.
+    pub provider: Provider,
+}
+
+/// Where a metric's value comes from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Provider {
+    /// The proxy's own per-version measurements.
+    Builtin(BuiltinQuery),
+}
+
+/// A query against the proxy's per-version metrics.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BuiltinQuery {
+    /// Which figure.
+    pub query: BuiltinMetric,
+    /// Which version: a role (`canary`, `stable`) or a literal version string; may hold `{{args.x}}`.
+    pub version: String,
+    /// Over which trailing window.
+    pub window: Duration,
+}
+
+/// The figures the proxy measures per version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BuiltinMetric {
+    /// Non-5xx and non-failed requests / all requests.
+    SuccessRate,
+    /// 1 - success rate.
+    ErrorRate,
+    /// Requests per second.
+    RequestRate,
+    /// Median latency, seconds.
+    LatencyP50,
+    /// 95th percentile latency, seconds.
+    LatencyP95,
+    /// 99th percentile latency, seconds.
+    LatencyP99,
+}
+
+impl BuiltinMetric {
+    /// Every built-in query, with the name used in documents.
+    pub const ALL: [(&'static str, BuiltinMetric); 6] = [
+        ("success_rate", BuiltinMetric::SuccessRate),
+        ("error_rate", BuiltinMetric::ErrorRate),
+        ("request_rate", BuiltinMetric::RequestRate),
+        ("latency_p50", BuiltinMetric::LatencyP50),
+        ("latency_p95", BuiltinMetric::LatencyP95),
+        ("latency_p99", BuiltinMetric::LatencyP99),
+    ];
+
+    /// The name used in documents.
+    pub fn name(self) -> &'static str {
+        Self::ALL
+            .iter()
+            .find(|(_, metric)| *metric == self)
+            .map_or("unknown", |(name, _)| name)
+    }
+}
+
+impl Document {
+    /// The service named `name`.
+    pub fn service(&self, name: &str) -> Option<&ServiceSpec> {
+        self.services.iter().find(|service| service.name == name)
+    }
+
+    /// Whether a site with these labels applies the document.
+    pub fn selects(&self, labels: &BTreeMap<String, String>) -> bool {
+        self.selector
+            .iter()
+            .all(|(key, value)| labels.get(key) == Some(value))
+    }
+}
