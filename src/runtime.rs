@@ -103,6 +103,11 @@ impl SupervisorHandle {
         let _ = (service, desired);
     }
 
+    /// Stop the instances of every service not named.
+    pub fn retain_services(&self, services: Vec<String>) {
+        let _ = services;
+    }
+
     /// Stop every instance of every service and wait for them (used by `demo`, not by `run`).
     pub async fn stop_all(&self) {}
 }

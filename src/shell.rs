@@ -1,37 +1,815 @@
-//! STUB (replaced by the lead): the agent's event loop.
+//! The agent's event loop: the I/O shell around the pure rollout core.
+//!
+//! One task owns every service's `Rollout` and is the only caller of `rollout::step`. Everything
+//! else (the runtime supervisor, the proxies, analysis tasks, the API, the desired-document
+//! watcher) sends it inputs over bounded channels and receives commands or `watch` values back.
+//! For each input the loop calls `step`, **commits the new state and its events to the store, and
+//! only then executes the effects**; a state that cannot be saved is not applied.
+//! Start-up takes the same path as every update: persisted state is loaded, its effects are
+//! re-derived with `rollout::resume_effects`, and the desired document is applied as an event.
+//!
+//! This module must never decide anything about a rollout (that is `rollout` and `analysis`), and
+//! it is the only place that reads the clock (`shell::clock`).
 
+pub mod clock;
+mod desired;
+mod status;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
+use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
 
+use crate::analysis::{self, AnalysisRun, RunPhase};
 use crate::api::types::Status;
 use crate::api::ApiCommand;
 use crate::config::Config;
+use crate::provider::{self, ProviderContext};
+use crate::proxy::{self, Metrics, Pool, RouteTable};
+use crate::rollout::{self, AnalysisOutcome, Effect, Event, Rollout};
+use crate::runtime::{
+    self, DesiredRevision, InstanceStatus, InstancesChanged, SupervisorConfig, SupervisorHandle,
+};
+use crate::spec::{AnalysisStep, Document, ServiceSpec};
+use crate::store::{EventRecord, Store};
 
-/// Why the agent could not start or stopped.
+pub use clock::Clock;
+
+/// Capacity of the loop's input channels; senders wait when it is full (backpressure).
+const INPUT_CHANNEL_CAPACITY: usize = 256;
+/// Recent events kept in memory per service for status.
+const RECENT_EVENTS: usize = 20;
+/// Analysis runs shown per service.
+const RECENT_RUNS: usize = 5;
+/// How often a `file://` desired source is checked for changes.
+const DESIRED_FILE_POLL: Duration = Duration::from_secs(1);
+/// Delay before an analysis measurement that failed to be scheduled is retried.
+const ANALYSIS_IDLE_RECHECK: Duration = Duration::from_secs(1);
+
+/// Why the agent could not start or had to stop.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The store could not be opened.
-    #[error("{0}")]
+    #[error("cannot open the state store: {0}")]
     Store(#[from] crate::store::Error),
-    /// Anything else at start.
-    #[error("{0}")]
-    Start(String),
+    /// A proxy listener could not be bound.
+    #[error("cannot listen on {listen} for service {service}: {source}")]
+    Listen {
+        /// The service.
+        service: String,
+        /// Its listener address.
+        listen: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The API socket could not be bound.
+    #[error("cannot bind the API socket {path}: {source}")]
+    Socket {
+        /// The socket path.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The loop task ended abnormally.
+    #[error("the agent's event loop stopped: {0}")]
+    Loop(String),
 }
 
 /// A running agent.
 #[derive(Debug)]
 pub struct Agent {
-    /// Live status.
+    /// Live status, as served by the API.
     pub status: watch::Receiver<Arc<Status>>,
-    /// Operator actions.
+    /// Operator actions, as the API sends them.
     pub commands: mpsc::Sender<ApiCommand>,
+    /// Ask for the desired document to be re-read (as SIGHUP does).
+    pub reload: mpsc::Sender<()>,
+    /// The workloads' supervisor (the demo stops every workload at the end).
+    pub supervisor: SupervisorHandle,
+    task: JoinHandle<()>,
+}
+
+impl Agent {
+    /// Wait until the agent has stopped (after `shutdown` was cancelled).
+    pub async fn stopped(self) -> Result<(), Error> {
+        self.task
+            .await
+            .map_err(|error| Error::Loop(error.to_string()))
+    }
 }
 
 /// Run the agent until `shutdown` (SIGTERM in `edgeroll run`).
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Error> {
-    let _ = config;
-    shutdown.cancelled().await;
-    Ok(())
+    let agent = start(config, shutdown).await?;
+    agent.stopped().await
+}
+
+/// Start the agent: open the store, adopt workloads, listen, and run the loop in a task.
+/// Returns once every listener is bound, so the agent is ready when this returns.
+pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Agent, Error> {
+    let clock = Clock::system();
+    let store = Arc::new(Store::open(&config.state_dir)?);
+    let persisted: Vec<(String, Rollout)> = store.load_rollouts()?;
+
+    let (instances_tx, instances_rx) = mpsc::channel(INPUT_CHANNEL_CAPACITY);
+    let supervisor_shutdown = shutdown.child_token();
+    let supervisor = runtime::start(
+        SupervisorConfig {
+            log_dir: config.state_dir.join("logs"),
+            log_max_bytes: config.log_max_bytes,
+            stop_grace: config.stop_grace,
+        },
+        store.clone(),
+        instances_tx,
+        supervisor_shutdown,
+    );
+
+    let (status_tx, status_rx) = watch::channel(Arc::new(status::empty(&config.site)));
+    let (commands_tx, commands_rx) = mpsc::channel(INPUT_CHANNEL_CAPACITY);
+    let (internal_tx, internal_rx) = mpsc::channel(INPUT_CHANNEL_CAPACITY);
+    let (reload_tx, reload_rx) = mpsc::channel(1);
+
+    let mut shell = Shell {
+        config: config.clone(),
+        clock,
+        store,
+        supervisor: supervisor.clone(),
+        services: BTreeMap::new(),
+        order: Vec::new(),
+        document: None,
+        analysis_tasks: BTreeMap::new(),
+        status_tx,
+        internal_tx,
+        shutdown: shutdown.clone(),
+    };
+
+    // Persisted services first: they serve again before anything is re-read.
+    for (name, rollout) in persisted {
+        shell.open_service(rollout).await?;
+        shell.order.push(name);
+    }
+    for name in shell.order.clone() {
+        shell.resume(&name);
+    }
+    let mut watcher = desired::Watcher::new(config.desired.clone());
+    if let Some(document) = watcher.load() {
+        shell.apply_document(document, true).await?;
+    }
+
+    let api_listener = crate::api::bind(&config.socket).map_err(|source| Error::Socket {
+        path: config.socket.clone(),
+        source,
+    })?;
+    tokio::spawn(crate::api::serve(
+        api_listener,
+        status_rx.clone(),
+        commands_tx.clone(),
+        shutdown.child_token(),
+    ));
+    shell.publish_status();
+    info!(site = %config.site, services = shell.services.len(), "edgeroll agent ready");
+
+    let inputs = Inputs {
+        instances: instances_rx,
+        commands: commands_rx,
+        internal: internal_rx,
+        reload: reload_rx,
+    };
+    let task = tokio::spawn(async move { shell.run(inputs, watcher).await });
+    Ok(Agent {
+        status: status_rx,
+        commands: commands_tx,
+        reload: reload_tx,
+        supervisor,
+        task,
+    })
+}
+
+/// What analysis tasks tell the loop.
+#[derive(Debug)]
+enum Internal {
+    /// A run took a measurement (already persisted).
+    AnalysisUpdated(Box<AnalysisRun>),
+}
+
+struct Inputs {
+    instances: mpsc::Receiver<InstancesChanged>,
+    commands: mpsc::Receiver<ApiCommand>,
+    internal: mpsc::Receiver<Internal>,
+    reload: mpsc::Receiver<()>,
+}
+
+/// One service and everything the shell keeps for it.
+struct ServiceSlot {
+    rollout: Rollout,
+    instances: Vec<InstanceStatus>,
+    routes: watch::Sender<Arc<RouteTable>>,
+    metrics: Arc<Metrics>,
+    listen: String,
+    proxy_stop: CancellationToken,
+    proxy_task: JoinHandle<()>,
+    runs: VecDeque<AnalysisRun>,
+    events: VecDeque<EventRecord>,
+}
+
+struct Shell {
+    config: Config,
+    clock: Clock,
+    store: Arc<Store>,
+    supervisor: SupervisorHandle,
+    services: BTreeMap<String, ServiceSlot>,
+    /// Service names in document order, for status.
+    order: Vec<String>,
+    document: Option<Arc<Document>>,
+    analysis_tasks: BTreeMap<String, CancellationToken>,
+    status_tx: watch::Sender<Arc<Status>>,
+    internal_tx: mpsc::Sender<Internal>,
+    shutdown: CancellationToken,
+}
+
+impl Shell {
+    async fn run(mut self, mut inputs: Inputs, mut watcher: desired::Watcher) {
+        let mut hangup = desired::hangup_signal();
+        let mut poll = tokio::time::interval(DESIRED_FILE_POLL);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let deadline = self.next_deadline();
+            let sleep = async {
+                match deadline {
+                    Some(at) => tokio::time::sleep_until(self.clock.instant_at(at)).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                () = self.shutdown.cancelled() => break,
+                Some(change) = inputs.instances.recv() => self.instances_changed(change),
+                Some(command) = inputs.commands.recv() => self.command(command),
+                Some(internal) = inputs.internal.recv() => match internal {
+                    Internal::AnalysisUpdated(run) => self.analysis_updated(*run),
+                },
+                Some(()) = inputs.reload.recv() => self.reload(&mut watcher, true).await,
+                Some(()) = hangup.recv() => {
+                    info!("SIGHUP: re-reading the desired document");
+                    self.reload(&mut watcher, true).await;
+                }
+                _ = poll.tick() => self.reload(&mut watcher, false).await,
+                () = sleep => self.deadlines_reached(),
+            }
+            self.publish_status();
+        }
+        self.stop().await;
+    }
+
+    async fn stop(&mut self) {
+        info!("shutting down: finishing in-flight requests, leaving workloads running");
+        for token in self.analysis_tasks.values() {
+            token.cancel();
+        }
+        let mut proxies = Vec::new();
+        for slot in self.services.values_mut() {
+            slot.proxy_stop.cancel();
+            proxies.push(std::mem::replace(
+                &mut slot.proxy_task,
+                tokio::spawn(async {}),
+            ));
+        }
+        for proxy in proxies {
+            if let Err(error) = proxy.await {
+                warn!(%error, "a proxy task ended abnormally");
+            }
+        }
+        info!("agent stopped; state is saved");
+    }
+
+    fn next_deadline(&self) -> Option<crate::time::Timestamp> {
+        self.services
+            .values()
+            .filter_map(|slot| rollout::next_deadline(&slot.rollout))
+            .min()
+    }
+
+    fn deadlines_reached(&mut self) {
+        let now = self.clock.now();
+        let due: Vec<String> = self
+            .services
+            .iter()
+            .filter(|(_, slot)| rollout::next_deadline(&slot.rollout).is_some_and(|at| at <= now))
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in due {
+            self.apply(&name, Event::DeadlineReached);
+        }
+    }
+
+    /// Re-read the desired source; `forced` re-reads even when the file did not change.
+    async fn reload(&mut self, watcher: &mut desired::Watcher, forced: bool) {
+        let changed = if forced {
+            watcher.load()
+        } else {
+            watcher.load_if_changed()
+        };
+        if let Some(document) = changed {
+            if let Err(error) = self.apply_document(document, false).await {
+                error!(%error, "cannot apply the desired document");
+            }
+        }
+    }
+
+    /// Bind the proxy of a service and start serving it with an empty route table.
+    async fn open_service(&mut self, rollout: Rollout) -> Result<(), Error> {
+        let name = rollout.service.clone();
+        let listen = rollout.spec.traffic.listen().to_owned();
+        let listener = TcpListener::bind(&listen)
+            .await
+            .map_err(|source| Error::Listen {
+                service: name.clone(),
+                listen: listen.clone(),
+                source,
+            })?;
+        let (routes, routes_rx) = watch::channel(Arc::new(RouteTable::default()));
+        let metrics = Arc::new(Metrics::new());
+        let proxy_stop = self.shutdown.child_token();
+        let proxy_task = tokio::spawn(proxy::serve(
+            listener,
+            routes_rx,
+            metrics.clone(),
+            proxy_stop.clone(),
+            self.config.shutdown_grace,
+        ));
+        info!(service = %name, %listen, "proxy listening");
+        let runs = self
+            .store
+            .load_analysis_runs::<AnalysisRun>(&name)
+            .unwrap_or_else(|error| {
+                warn!(service = %name, %error, "cannot load analysis runs");
+                Vec::new()
+            });
+        let events = self
+            .store
+            .recent_events(&name, RECENT_EVENTS)
+            .unwrap_or_default();
+        let runs: VecDeque<AnalysisRun> = runs.into_iter().rev().take(RECENT_RUNS).rev().collect();
+        self.services.insert(
+            name,
+            ServiceSlot {
+                rollout,
+                instances: Vec::new(),
+                routes,
+                metrics,
+                listen,
+                proxy_stop,
+                proxy_task,
+                runs,
+                events: events.into_iter().collect(),
+            },
+        );
+        Ok(())
+    }
+
+    /// Re-issue what a persisted state says must be true of the world.
+    fn resume(&mut self, name: &str) {
+        let Some(slot) = self.services.get(name) else {
+            return;
+        };
+        let effects = rollout::resume_effects(&slot.rollout);
+        self.execute(name, effects);
+    }
+
+    /// Apply a (valid) desired document: new services, changed specs, removed services.
+    async fn apply_document(&mut self, document: Document, starting: bool) -> Result<(), Error> {
+        if !document.selects(&self.config.labels) {
+            info!(
+                serial = document.serial,
+                "the desired document does not select this site; ignoring it"
+            );
+            return Ok(());
+        }
+        info!(
+            serial = document.serial,
+            services = document.services.len(),
+            "applying the desired document"
+        );
+        let document = Arc::new(document);
+        self.document = Some(document.clone());
+        let wanted: Vec<String> = document
+            .services
+            .iter()
+            .map(|spec| spec.name.clone())
+            .collect();
+        for spec in &document.services {
+            if let Err(error) = self.apply_spec(spec.clone()).await {
+                if starting {
+                    return Err(error);
+                }
+                error!(%error, "service not applied");
+            }
+        }
+        let removed: Vec<String> = self
+            .services
+            .keys()
+            .filter(|name| !wanted.contains(name))
+            .cloned()
+            .collect();
+        for name in removed {
+            self.remove_service(&name);
+        }
+        self.order = wanted;
+        self.supervisor.retain_services(self.order.clone());
+        Ok(())
+    }
+
+    async fn apply_spec(&mut self, spec: ServiceSpec) -> Result<(), Error> {
+        let name = spec.name.clone();
+        let listen = spec.traffic.listen().to_owned();
+        match self.services.get(&name) {
+            None => {
+                self.open_service(Rollout::new(spec.clone())).await?;
+            }
+            Some(slot) if slot.listen != listen => {
+                // Bind the new address first; only then stop the old listener gracefully.
+                let listener =
+                    TcpListener::bind(&listen)
+                        .await
+                        .map_err(|source| Error::Listen {
+                            service: name.clone(),
+                            listen: listen.clone(),
+                            source,
+                        })?;
+                if let Some(slot) = self.services.get_mut(&name) {
+                    slot.proxy_stop.cancel();
+                    let proxy_stop = self.shutdown.child_token();
+                    slot.proxy_task = tokio::spawn(proxy::serve(
+                        listener,
+                        slot.routes.subscribe(),
+                        slot.metrics.clone(),
+                        proxy_stop.clone(),
+                        self.config.shutdown_grace,
+                    ));
+                    slot.proxy_stop = proxy_stop;
+                    slot.listen = listen.clone();
+                    info!(service = %name, %listen, "proxy moved");
+                }
+            }
+            Some(_) => {}
+        }
+        self.apply(&name, Event::DesiredSpecChanged(spec));
+        Ok(())
+    }
+
+    fn remove_service(&mut self, name: &str) {
+        let Some(slot) = self.services.remove(name) else {
+            return;
+        };
+        info!(service = %name, "service removed from the desired document");
+        slot.proxy_stop.cancel();
+        self.supervisor.set_desired(name, Vec::new());
+        for run in &slot.runs {
+            if let Some(token) = self.analysis_tasks.remove(&run.id) {
+                token.cancel();
+            }
+        }
+        if let Err(error) = self.store.delete_rollout(name) {
+            error!(service = %name, %error, "cannot delete the service's state");
+        }
+    }
+
+    fn instances_changed(&mut self, change: InstancesChanged) {
+        let Some(slot) = self.services.get_mut(&change.service) else {
+            return;
+        };
+        slot.instances = change.instances;
+        let mut ready: BTreeMap<u64, u32> = BTreeMap::new();
+        for instance in slot.instances.iter().filter(|instance| instance.ready) {
+            *ready.entry(instance.revision).or_default() += 1;
+        }
+        let name = change.service;
+        self.publish_routes(&name);
+        let unchanged = self
+            .services
+            .get(&name)
+            .is_some_and(|slot| slot.rollout.ready == ready);
+        if !unchanged {
+            self.apply(&name, Event::InstancesObserved { ready });
+        }
+    }
+
+    fn command(&mut self, command: ApiCommand) {
+        let reply = if self.services.contains_key(&command.service) {
+            self.apply(&command.service, Event::OperatorRequested(command.action))
+                .unwrap_or_else(|| Err("the action had no answer".to_owned()))
+        } else {
+            let known: Vec<&str> = self.order.iter().map(String::as_str).collect();
+            Err(format!(
+                "unknown service {} (known: {})",
+                command.service,
+                known.join(", ")
+            ))
+        };
+        // The caller may have given up waiting; that is not an error here.
+        let _ = command.reply.send(reply);
+    }
+
+    /// Step one service's rollout, commit, then execute the effects. Returns the operator reply.
+    fn apply(&mut self, name: &str, event: Event) -> Option<Result<String, String>> {
+        let now = self.clock.now();
+        let slot = self.services.get_mut(name)?;
+        let (next, effects) = rollout::step(&slot.rollout, event, now);
+        let records: Vec<EventRecord> = effects
+            .iter()
+            .filter_map(|effect| match effect {
+                Effect::Record { kind, message } => Some(EventRecord {
+                    service: name.to_owned(),
+                    at: now,
+                    kind: kind.clone(),
+                    message: message.clone(),
+                }),
+                _ => None,
+            })
+            .collect();
+        if next != slot.rollout || !records.is_empty() {
+            if let Err(error) = self.store.save_rollout(name, &next, &records) {
+                // Not saved means not applied: effects of an unsaved state could not be replayed.
+                error!(service = %name, %error, "cannot save the rollout state; the change is not applied");
+                return Some(Err(format!("the state could not be saved: {error}")));
+            }
+        }
+        slot.rollout = next;
+        for record in records {
+            info!(service = %name, kind = %record.kind, "{}", record.message);
+            slot.events.push_back(record);
+            if slot.events.len() > RECENT_EVENTS {
+                slot.events.pop_front();
+            }
+        }
+        self.execute(name, effects)
+    }
+
+    fn execute(&mut self, name: &str, effects: Vec<Effect>) -> Option<Result<String, String>> {
+        let mut reply = None;
+        for effect in effects {
+            match effect {
+                Effect::SetInstances(targets) => {
+                    let desired = targets
+                        .into_iter()
+                        .map(|target| DesiredRevision {
+                            revision: target.revision,
+                            template: target.template,
+                            count: target.count,
+                        })
+                        .collect();
+                    self.supervisor.set_desired(name, desired);
+                }
+                Effect::SetWeights(_) => self.publish_routes(name),
+                Effect::StartAnalysis { run_id, analysis } => {
+                    self.start_analysis(name, &run_id, &analysis)
+                }
+                Effect::StopAnalysis { run_id, reason } => {
+                    self.stop_analysis(name, &run_id, &reason)
+                }
+                Effect::Record { .. } => {}
+                Effect::Reply(answer) => reply = Some(answer),
+            }
+        }
+        reply
+    }
+
+    /// Build the route table from the rollout's weights and the ready instances.
+    fn publish_routes(&mut self, name: &str) {
+        let Some(slot) = self.services.get(name) else {
+            return;
+        };
+        let weights = slot.rollout.weights();
+        let pool = |revision: Option<u64>| -> Pool {
+            let Some(revision) = revision else {
+                return Pool::default();
+            };
+            let version = slot
+                .rollout
+                .revision(revision)
+                .map(|revision| revision.template.version.clone())
+                .unwrap_or_default();
+            let addrs = slot
+                .instances
+                .iter()
+                .filter(|instance| instance.revision == revision && instance.ready)
+                .map(|instance| instance.address)
+                .collect();
+            Pool { version, addrs }
+        };
+        let table = RouteTable {
+            stable: pool(weights.stable),
+            canary: pool(weights.canary),
+            canary_weight_percent: weights.canary_percent,
+        };
+        if **slot.routes.borrow() != table {
+            slot.routes.send_replace(Arc::new(table));
+        }
+    }
+
+    fn start_analysis(&mut self, name: &str, run_id: &str, step: &AnalysisStep) {
+        let Some(slot) = self.services.get(name) else {
+            return;
+        };
+        let now = self.clock.now();
+        let existing = slot.runs.iter().find(|run| run.id == run_id).cloned();
+        let run = match existing {
+            Some(run) => run,
+            None => match self.new_run(name, run_id, step) {
+                Ok(run) => run,
+                Err(message) => {
+                    // A run that cannot even be built is no evidence either way: a human decides.
+                    warn!(service = %name, run = %run_id, %message, "cannot start analysis");
+                    self.apply(
+                        name,
+                        Event::AnalysisCompleted {
+                            run_id: run_id.to_owned(),
+                            outcome: AnalysisOutcome::Error,
+                            message,
+                        },
+                    );
+                    return;
+                }
+            },
+        };
+        if let Err(error) = self.store.save_analysis_run(&run.id, name, &run) {
+            error!(service = %name, %error, "cannot save the analysis run");
+        }
+        if is_terminal(run.phase) {
+            self.analysis_updated(run);
+            return;
+        }
+        let Some(slot) = self.services.get_mut(name) else {
+            return;
+        };
+        let context = ProviderContext {
+            metrics: slot.metrics.clone(),
+            stable_version: slot
+                .rollout
+                .stable_revision()
+                .map(|r| r.template.version.clone()),
+            canary_version: slot
+                .rollout
+                .canary_revision()
+                .map(|r| r.template.version.clone()),
+        };
+        remember_run(slot, run.clone());
+        let cancel = self.shutdown.child_token();
+        self.analysis_tasks.insert(run.id.clone(), cancel.clone());
+        info!(service = %name, run = %run.id, started = %now, "analysis started");
+        tokio::spawn(run_analysis(
+            run,
+            context,
+            self.clock,
+            self.store.clone(),
+            self.internal_tx.clone(),
+            cancel,
+        ));
+    }
+
+    fn new_run(
+        &self,
+        name: &str,
+        run_id: &str,
+        step: &AnalysisStep,
+    ) -> Result<AnalysisRun, String> {
+        let document = self
+            .document
+            .as_ref()
+            .ok_or("no desired document is loaded")?;
+        let mut templates = Vec::new();
+        for template_name in &step.templates {
+            let template = document
+                .analysis_templates
+                .get(template_name)
+                .ok_or_else(|| format!("unknown analysis template {template_name}"))?;
+            templates.push(template);
+        }
+        analysis::new_run(run_id, name, &templates, &step.args, self.clock.now())
+    }
+
+    fn stop_analysis(&mut self, name: &str, run_id: &str, reason: &str) {
+        if let Some(token) = self.analysis_tasks.remove(run_id) {
+            token.cancel();
+        }
+        let now = self.clock.now();
+        let Some(slot) = self.services.get_mut(name) else {
+            return;
+        };
+        if let Some(run) = slot.runs.iter_mut().find(|run| run.id == run_id) {
+            if !is_terminal(run.phase) {
+                analysis::terminate(run, now, reason);
+                if let Err(error) = self.store.save_analysis_run(run_id, name, &*run) {
+                    error!(service = %name, %error, "cannot save the analysis run");
+                }
+            }
+        }
+    }
+
+    fn analysis_updated(&mut self, run: AnalysisRun) {
+        let name = run.service.clone();
+        let Some(slot) = self.services.get_mut(&name) else {
+            return;
+        };
+        let terminal = is_terminal(run.phase);
+        let run_id = run.id.clone();
+        let phase = run.phase;
+        let message = run.message.clone().unwrap_or_default();
+        remember_run(slot, run);
+        if terminal {
+            self.analysis_tasks.remove(&run_id);
+            let outcome = match phase {
+                RunPhase::Successful => AnalysisOutcome::Successful,
+                RunPhase::Failed => AnalysisOutcome::Failed,
+                RunPhase::Inconclusive => AnalysisOutcome::Inconclusive,
+                _ => AnalysisOutcome::Error,
+            };
+            self.apply(
+                &name,
+                Event::AnalysisCompleted {
+                    run_id,
+                    outcome,
+                    message,
+                },
+            );
+        }
+    }
+
+    fn publish_status(&self) {
+        let status = status::build(&self.config.site, &self.order, &self.services);
+        self.status_tx.send_if_modified(|current| {
+            if **current == status {
+                false
+            } else {
+                *current = Arc::new(status);
+                true
+            }
+        });
+    }
+}
+
+fn is_terminal(phase: RunPhase) -> bool {
+    !matches!(phase, RunPhase::Pending | RunPhase::Running)
+}
+
+fn remember_run(slot: &mut ServiceSlot, run: AnalysisRun) {
+    if let Some(existing) = slot.runs.iter_mut().find(|existing| existing.id == run.id) {
+        *existing = run;
+    } else {
+        slot.runs.push_back(run);
+        if slot.runs.len() > RECENT_RUNS {
+            slot.runs.pop_front();
+        }
+    }
+}
+
+/// Take an analysis run's measurements when they are due, persisting each, until it ends.
+async fn run_analysis(
+    mut run: AnalysisRun,
+    context: ProviderContext,
+    clock: Clock,
+    store: Arc<Store>,
+    updates: mpsc::Sender<Internal>,
+    cancel: CancellationToken,
+) {
+    while !is_terminal(run.phase) {
+        let Some(due) = analysis::next_due(&run) else {
+            // Nothing scheduled but not finished: wait to be stopped by the rollout (a metric
+            // without count runs until its step ends).
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                () = tokio::time::sleep(ANALYSIS_IDLE_RECHECK) => continue,
+            }
+        };
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            () = tokio::time::sleep_until(clock.instant_at(due)) => {}
+        }
+        let now = clock.now();
+        for index in analysis::due_metrics(&run, now) {
+            let outcome = match run.metrics.get(index) {
+                Some(metric_run) => provider::measure(&metric_run.metric, &context).await,
+                None => continue,
+            };
+            analysis::record(&mut run, index, outcome, clock.now());
+        }
+        if cancel.is_cancelled() {
+            return;
+        }
+        if let Err(error) = store.save_analysis_run(&run.id, &run.service, &run) {
+            error!(run = %run.id, %error, "cannot save the analysis run");
+        }
+        if updates
+            .send(Internal::AnalysisUpdated(Box::new(run.clone())))
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
 }

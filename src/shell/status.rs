@@ -1,0 +1,171 @@
+//! Converts the shell's view of every service into the API's status document.
+//!
+//! Pure conversion: it reads rollout states, instances and analysis runs and never changes them.
+
+use std::collections::BTreeMap;
+
+use crate::analysis::{AnalysisRun, MeasurementPhase, RunPhase};
+use crate::api::types::{self, Status, STATUS_API_VERSION};
+use crate::rollout::{Completion, Phase};
+
+use super::ServiceSlot;
+
+/// The status of an agent with no services yet.
+pub(super) fn empty(site: &str) -> Status {
+    Status {
+        api_version: STATUS_API_VERSION.to_owned(),
+        site: site.to_owned(),
+        services: Vec::new(),
+    }
+}
+
+/// The status of every service, in document order.
+pub(super) fn build(
+    site: &str,
+    order: &[String],
+    services: &BTreeMap<String, ServiceSlot>,
+) -> Status {
+    let mut names: Vec<&String> = order
+        .iter()
+        .filter(|name| services.contains_key(*name))
+        .collect();
+    // Services not (or no longer) in the document still show, after the others.
+    names.extend(services.keys().filter(|name| !order.contains(name)));
+    Status {
+        api_version: STATUS_API_VERSION.to_owned(),
+        site: site.to_owned(),
+        services: names
+            .into_iter()
+            .filter_map(|name| services.get(name).map(service))
+            .collect(),
+    }
+}
+
+fn service(slot: &ServiceSlot) -> types::ServiceStatus {
+    let rollout = &slot.rollout;
+    let revision_ref = |revision: &crate::rollout::Revision| types::RevisionRef {
+        version: revision.template.version.clone(),
+        revision: revision.number,
+    };
+    let weights = rollout.weights();
+    let stable_percent = if rollout.stable.is_some() {
+        100 - weights.canary_percent
+    } else {
+        0
+    };
+    let canary_number = rollout.canary.as_ref().map(|canary| canary.revision);
+    let instances = slot
+        .instances
+        .iter()
+        .map(|instance| types::Instance {
+            id: instance.id.clone(),
+            version: instance.version.clone(),
+            role: if Some(instance.revision) == rollout.stable {
+                "stable"
+            } else if Some(instance.revision) == canary_number {
+                "canary"
+            } else {
+                "old"
+            }
+            .to_owned(),
+            ready: instance.ready,
+            address: instance.address.to_string(),
+            restarts: instance.restarts,
+        })
+        .collect();
+    types::ServiceStatus {
+        name: rollout.service.clone(),
+        strategy: "canary".to_owned(),
+        phase: phase_name(rollout.phase).to_owned(),
+        message: rollout.message.clone(),
+        completion: rollout
+            .completion
+            .map(|completion| completion_name(completion).to_owned()),
+        stable: rollout.stable_revision().map(revision_ref),
+        canary: rollout.canary_revision().map(revision_ref),
+        step: rollout.canary.as_ref().map(|canary| types::StepRef {
+            index: canary.step_index,
+            count: rollout.steps().len(),
+        }),
+        weights: types::Weights {
+            stable: stable_percent,
+            canary: weights.canary_percent,
+        },
+        instances,
+        analysis_runs: slot.runs.iter().map(analysis_run).collect(),
+        revisions: rollout.revisions.iter().map(revision_ref).collect(),
+        events: slot
+            .events
+            .iter()
+            .map(|event| types::Event {
+                at: event.at.rfc3339(),
+                kind: event.kind.clone(),
+                message: event.message.clone(),
+            })
+            .collect(),
+    }
+}
+
+fn analysis_run(run: &AnalysisRun) -> types::AnalysisRun {
+    types::AnalysisRun {
+        name: run.id.clone(),
+        phase: run_phase_name(run.phase).to_owned(),
+        message: run.message.clone(),
+        metrics: run
+            .metrics
+            .iter()
+            .map(|metric| types::MetricRun {
+                name: metric.metric.name.clone(),
+                phase: run_phase_name(metric.phase).to_owned(),
+                measurements: metric
+                    .measurements
+                    .iter()
+                    .map(|measurement| types::Measurement {
+                        at: measurement.at.rfc3339(),
+                        phase: measurement_phase_name(measurement.phase).to_owned(),
+                        value: measurement.value.clone(),
+                        message: measurement.message.clone(),
+                    })
+                    .collect(),
+            })
+            .collect(),
+    }
+}
+
+/// The contract's phase names.
+pub(super) fn phase_name(phase: Phase) -> &'static str {
+    match phase {
+        Phase::Healthy => "Healthy",
+        Phase::Progressing => "Progressing",
+        Phase::Paused => "Paused",
+        Phase::Degraded => "Degraded",
+    }
+}
+
+fn completion_name(completion: Completion) -> &'static str {
+    match completion {
+        Completion::Promoted => "Promoted",
+        Completion::Aborted => "Aborted",
+        Completion::Superseded => "Superseded",
+    }
+}
+
+fn run_phase_name(phase: RunPhase) -> &'static str {
+    match phase {
+        RunPhase::Pending => "Pending",
+        RunPhase::Running => "Running",
+        RunPhase::Successful => "Successful",
+        RunPhase::Failed => "Failed",
+        RunPhase::Error => "Error",
+        RunPhase::Inconclusive => "Inconclusive",
+    }
+}
+
+fn measurement_phase_name(phase: MeasurementPhase) -> &'static str {
+    match phase {
+        MeasurementPhase::Successful => "Successful",
+        MeasurementPhase::Failed => "Failed",
+        MeasurementPhase::Inconclusive => "Inconclusive",
+        MeasurementPhase::Error => "Error",
+    }
+}
