@@ -1,0 +1,404 @@
+//! The text view of `edgeroll get`: a summary and a tree of revisions, instances and analysis
+//! runs per service, in the manner of `kubectl argo rollouts get rollout`.
+//!
+//! Pure functions from the wire types to text, so they are tested with snapshots. They must never
+//! fetch anything or look at the terminal; `get` decides where and how often to print.
+
+use std::fmt::Write as _;
+
+use crate::api::types::{AnalysisRun, Instance, ServiceStatus, Status};
+
+/// Width of the label column of the summary (`Name:`, `Status:`, …).
+const LABEL_WIDTH: usize = 17;
+/// Spaces between the columns of the tree.
+const COLUMN_GAP: usize = 2;
+/// How many of the latest events are shown.
+const EVENTS_SHOWN: usize = 5;
+/// How many of the latest measurements of a metric are shown.
+const MEASUREMENTS_SHOWN: usize = 3;
+
+/// Render every service of a site.
+pub fn render_text(status: &Status) -> String {
+    let mut text = String::new();
+    push_field(&mut text, "Site:", &status.site);
+    if status.services.is_empty() {
+        text.push_str("\nNo services: no desired document for this site has been applied yet.\n");
+    }
+    for service in &status.services {
+        text.push('\n');
+        text.push_str(&render_service_text(service));
+    }
+    text
+}
+
+/// Render one service: summary, tree, latest events.
+pub fn render_service_text(service: &ServiceStatus) -> String {
+    let mut text = String::new();
+    push_summary(&mut text, service);
+    text.push('\n');
+    text.push_str(&render_table(&tree(service)));
+    push_events(&mut text, service);
+    text
+}
+
+/// The `Name:` … `Versions:` block.
+fn push_summary(text: &mut String, service: &ServiceStatus) {
+    push_field(text, "Name:", &service.name);
+    push_field(text, "Status:", &with_icon(&service.phase));
+    if !service.message.is_empty() {
+        push_field(text, "Message:", &service.message);
+    }
+    if let Some(completion) = &service.completion {
+        push_field(text, "Completion:", completion);
+    }
+    let canary = is_canary(service);
+    push_field(
+        text,
+        "Strategy:",
+        if canary { "Canary" } else { "BlueGreen" },
+    );
+    if let Some(step) = service.step {
+        let shown = (step.index + 1).min(step.count);
+        push_field(text, "  Step:", &format!("{shown}/{}", step.count));
+    }
+    if canary {
+        push_field(
+            text,
+            "  Weight:",
+            &format!(
+                "canary {}%, stable {}%",
+                service.weights.canary, service.weights.stable
+            ),
+        );
+    }
+    let (stable_role, canary_role) = role_names(service);
+    let mut versions = Vec::new();
+    if let Some(stable) = &service.stable {
+        versions.push(format!(
+            "{} ({stable_role}, revision {})",
+            stable.version, stable.revision
+        ));
+    }
+    if let Some(canary) = &service.canary {
+        versions.push(format!(
+            "{} ({canary_role}, revision {})",
+            canary.version, canary.revision
+        ));
+    }
+    if versions.is_empty() {
+        versions.push("-".to_owned());
+    }
+    for (index, version) in versions.iter().enumerate() {
+        push_field(text, if index == 0 { "Versions:" } else { "" }, version);
+    }
+    let ready = service.instances.iter().filter(|i| i.ready).count();
+    push_field(
+        text,
+        "Instances:",
+        &format!("{} ({ready} ready)", service.instances.len()),
+    );
+}
+
+/// One `Label:   value` line.
+fn push_field(text: &mut String, label: &str, value: &str) {
+    let _ = writeln!(text, "{label:<LABEL_WIDTH$}{value}");
+}
+
+/// Whether the service uses the canary strategy (anything but blue-green is shown as canary).
+fn is_canary(service: &ServiceStatus) -> bool {
+    service.strategy != "blueGreen"
+}
+
+/// The names of the two roles: `stable`/`canary`, or `active`/`preview` for blue-green.
+fn role_names(service: &ServiceStatus) -> (&'static str, &'static str) {
+    if is_canary(service) {
+        ("stable", "canary")
+    } else {
+        ("active", "preview")
+    }
+}
+
+/// A status word with its icon, e.g. `✔ Healthy`.
+fn with_icon(phase: &str) -> String {
+    format!("{} {phase}", icon(phase))
+}
+
+/// The icon of a service, revision, analysis or measurement phase.
+fn icon(phase: &str) -> &'static str {
+    match phase {
+        "Healthy" | "Successful" | "Ready" => "✔",
+        "Progressing" | "Running" | "Pending" | "NotReady" => "◌",
+        "Paused" => "॥",
+        "Degraded" | "Failed" => "✖",
+        "Error" => "⚠",
+        "Inconclusive" => "?",
+        _ => "•",
+    }
+}
+
+// === The tree ===
+
+/// One row of the tree and the rows under it.
+#[derive(Debug)]
+struct Node {
+    /// Icon and name, e.g. `# revision:4 2.5.0`.
+    name: String,
+    /// `Service`, `Revision`, `Instance`, `AnalysisRun`, `Metric`.
+    kind: &'static str,
+    /// Icon and status word.
+    status: String,
+    /// Anything else worth a glance.
+    info: String,
+    /// Rows under this one.
+    children: Vec<Node>,
+}
+
+/// A revision with the instances that run it.
+#[derive(Debug)]
+struct RevisionGroup<'a> {
+    /// The revision number, when known.
+    revision: Option<u64>,
+    /// Version label.
+    version: String,
+    /// `canary`, `stable`, … or empty for a revision kept for undo.
+    role: &'static str,
+    /// Its instances.
+    instances: Vec<&'a Instance>,
+}
+
+/// The tree of one service: revisions newest first with their instances, then analysis runs.
+fn tree(service: &ServiceStatus) -> Node {
+    let mut children: Vec<Node> = revision_groups(service)
+        .into_iter()
+        .map(revision_node)
+        .collect();
+    children.extend(service.analysis_runs.iter().map(analysis_node));
+    Node {
+        name: format!("⟳ {}", service.name),
+        kind: "Service",
+        status: with_icon(&service.phase),
+        info: String::new(),
+        children,
+    }
+}
+
+/// Group the instances by revision.
+fn revision_groups(service: &ServiceStatus) -> Vec<RevisionGroup<'_>> {
+    let (stable_role, canary_role) = role_names(service);
+    let mut groups: Vec<RevisionGroup<'_>> = Vec::new();
+    if let Some(canary) = &service.canary {
+        groups.push(RevisionGroup {
+            revision: Some(canary.revision),
+            version: canary.version.clone(),
+            role: canary_role,
+            instances: Vec::new(),
+        });
+    }
+    if let Some(stable) = &service.stable {
+        groups.push(RevisionGroup {
+            revision: Some(stable.revision),
+            version: stable.version.clone(),
+            role: stable_role,
+            instances: Vec::new(),
+        });
+    }
+    for kept in &service.revisions {
+        if !groups.iter().any(|g| g.revision == Some(kept.revision)) {
+            groups.push(RevisionGroup {
+                revision: Some(kept.revision),
+                version: kept.version.clone(),
+                role: "",
+                instances: Vec::new(),
+            });
+        }
+    }
+    for instance in &service.instances {
+        let wanted_role = match instance.role.as_str() {
+            "canary" | "preview" => Some(canary_role),
+            "stable" | "active" => Some(stable_role),
+            _ => None,
+        };
+        let group = match wanted_role {
+            Some(role) => groups.iter_mut().find(|g| g.role == role),
+            // Instances being scaled down belong to whichever kept revision has their version.
+            None => groups
+                .iter_mut()
+                .find(|g| (g.role.is_empty() || g.role == "old") && g.version == instance.version),
+        };
+        match group {
+            Some(group) => {
+                if wanted_role.is_none() {
+                    group.role = "old";
+                }
+                group.instances.push(instance);
+            }
+            None => groups.push(RevisionGroup {
+                revision: None,
+                version: instance.version.clone(),
+                role: if wanted_role.is_some() { "" } else { "old" },
+                instances: vec![instance],
+            }),
+        }
+    }
+    // Newest first, as in `kubectl argo rollouts get`; groups without a number go last.
+    groups.sort_by_key(|group| std::cmp::Reverse(group.revision));
+    groups
+}
+
+/// The row of one revision and its instances.
+fn revision_node(group: RevisionGroup<'_>) -> Node {
+    let name = match group.revision {
+        Some(revision) => format!("# revision:{revision} {}", group.version),
+        None => format!("# {}", group.version),
+    };
+    let status = if group.instances.is_empty() {
+        "• ScaledDown".to_owned()
+    } else if group.instances.iter().all(|i| i.ready) {
+        with_icon("Healthy")
+    } else {
+        with_icon("Progressing")
+    };
+    let children = group
+        .instances
+        .iter()
+        .map(|instance| {
+            let mut info = instance.address.clone();
+            if instance.restarts > 0 {
+                let noun = if instance.restarts == 1 {
+                    "restart"
+                } else {
+                    "restarts"
+                };
+                let _ = write!(info, ", {} {noun}", instance.restarts);
+            }
+            Node {
+                name: format!("□ {}", instance.id),
+                kind: "Instance",
+                status: with_icon(if instance.ready { "Ready" } else { "NotReady" }),
+                info,
+                children: Vec::new(),
+            }
+        })
+        .collect();
+    Node {
+        name,
+        kind: "Revision",
+        status,
+        info: group.role.to_owned(),
+        children,
+    }
+}
+
+/// The row of one analysis run and its metrics with their latest measurements.
+fn analysis_node(run: &AnalysisRun) -> Node {
+    let children = run
+        .metrics
+        .iter()
+        .map(|metric| {
+            let skip = metric.measurements.len().saturating_sub(MEASUREMENTS_SHOWN);
+            let latest: Vec<String> = metric.measurements[skip..]
+                .iter()
+                .map(|m| {
+                    let shown = m.value.as_deref().or(m.message.as_deref()).unwrap_or("-");
+                    format!("{} {shown}", icon(&m.phase))
+                })
+                .collect();
+            Node {
+                name: format!("▪ {}", metric.name),
+                kind: "Metric",
+                status: with_icon(&metric.phase),
+                info: latest.join(" "),
+                children: Vec::new(),
+            }
+        })
+        .collect();
+    Node {
+        name: format!("α {}", run.name),
+        kind: "AnalysisRun",
+        status: with_icon(&run.phase),
+        info: run.message.clone().unwrap_or_default(),
+        children,
+    }
+}
+
+/// One flattened row: the tree prefix and name, kind, status, info.
+type Row = (String, String, String, String);
+
+/// Flatten `node` into rows with box-drawing prefixes.
+fn flatten(node: &Node, prefix: &str, branch: &str, rows: &mut Vec<Row>) {
+    rows.push((
+        format!("{prefix}{branch}{}", node.name),
+        node.kind.to_owned(),
+        node.status.clone(),
+        node.info.clone(),
+    ));
+    // Children of the root hang directly under it; deeper ones continue the parent's line.
+    let child_prefix = match branch {
+        "" => String::new(),
+        "├──" => format!("{prefix}│  "),
+        _ => format!("{prefix}   "),
+    };
+    for (index, child) in node.children.iter().enumerate() {
+        let last = index + 1 == node.children.len();
+        flatten(child, &child_prefix, if last { "└──" } else { "├──" }, rows);
+    }
+}
+
+/// The tree as aligned columns under a `NAME KIND STATUS INFO` header.
+fn render_table(root: &Node) -> String {
+    let mut rows = vec![(
+        "NAME".to_owned(),
+        "KIND".to_owned(),
+        "STATUS".to_owned(),
+        "INFO".to_owned(),
+    )];
+    flatten(root, "", "", &mut rows);
+    let width = |pick: fn(&Row) -> &String| {
+        rows.iter()
+            .map(|row| pick(row).chars().count())
+            .max()
+            .unwrap_or(0)
+            + COLUMN_GAP
+    };
+    let name_width = width(|row| &row.0);
+    let kind_width = width(|row| &row.1);
+    let status_width = width(|row| &row.2);
+    let mut text = String::new();
+    for (name, kind, status, info) in &rows {
+        let line = format!(
+            "{}{}{}{info}",
+            pad(name, name_width),
+            pad(kind, kind_width),
+            pad(status, status_width)
+        );
+        let _ = writeln!(text, "{}", line.trim_end());
+    }
+    text
+}
+
+/// `text` padded with spaces to `width` characters (every glyph used here is one column wide).
+fn pad(text: &str, width: usize) -> String {
+    let fill = width.saturating_sub(text.chars().count());
+    format!("{text}{}", " ".repeat(fill))
+}
+
+/// The latest events, oldest first.
+fn push_events(text: &mut String, service: &ServiceStatus) {
+    if service.events.is_empty() {
+        return;
+    }
+    let skip = service.events.len().saturating_sub(EVENTS_SHOWN);
+    let shown = &service.events[skip..];
+    let kind_width = shown.iter().map(|e| e.kind.len()).max().unwrap_or(0);
+    text.push_str("\nEvents:\n");
+    for event in shown {
+        let _ = writeln!(
+            text,
+            "  {}  {:<kind_width$}  {}",
+            event.at, event.kind, event.message
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,135 @@
+//! `run`, `demo` and `sample-app`: the verbs that run something in this process.
+//!
+//! Owns logging setup, the runtime and the signals that stop the agent. SIGHUP is not handled
+//! here: the shell reloads on it. This module must never contain agent logic; it calls
+//! `shell::run`, `demo::run` and `sample_app::run`.
+
+use std::io::IsTerminal;
+use std::path::Path;
+
+use tokio::signal::unix::{signal, SignalKind};
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::EnvFilter;
+
+use super::{EXIT_FAILED, EXIT_INVALID_CONFIG, EXIT_OK};
+
+/// Worker threads of the agent's runtime: the agent is I/O bound and shares the machine.
+const AGENT_WORKER_THREADS: usize = 2;
+/// The environment variable with the log filter.
+const LOG_FILTER_ENV: &str = "EDGEROLL_LOG";
+/// The log filter when `EDGEROLL_LOG` is unset or invalid.
+const DEFAULT_LOG_FILTER: &str = "info";
+
+/// `edgeroll run`: load the config and run the agent until SIGTERM or SIGINT.
+pub(crate) fn run(config_path: &Path) -> u8 {
+    let config = match crate::config::load(config_path) {
+        Ok(config) => config,
+        Err(diagnostics) => {
+            for line in super::validate::diagnostic_lines(config_path, &diagnostics) {
+                eprintln!("{line}");
+            }
+            return EXIT_INVALID_CONFIG;
+        }
+    };
+    init_logging();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(AGENT_WORKER_THREADS)
+        .thread_name("edgeroll")
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("cannot start the async runtime: {error}");
+            return EXIT_FAILED;
+        }
+    };
+    runtime.block_on(async {
+        let shutdown = CancellationToken::new();
+        if let Err(error) = cancel_on_signals(shutdown.clone()) {
+            eprintln!("cannot install the signal handlers: {error}");
+            return EXIT_FAILED;
+        }
+        match crate::shell::run(config, shutdown).await {
+            Ok(()) => EXIT_OK,
+            Err(error) => {
+                eprintln!("edgeroll: {error}");
+                EXIT_FAILED
+            }
+        }
+    })
+}
+
+/// Logs go to stderr (journald captures it), filtered by `EDGEROLL_LOG`, without colours when
+/// stderr is not a terminal.
+fn init_logging() {
+    let filter = EnvFilter::try_from_env(LOG_FILTER_ENV)
+        .unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER));
+    let result = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .try_init();
+    if let Err(error) = result {
+        eprintln!("cannot set up logging: {error}");
+    }
+}
+
+/// Cancel `shutdown` on the first SIGTERM or SIGINT.
+fn cancel_on_signals(shutdown: CancellationToken) -> std::io::Result<()> {
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    tokio::spawn(async move {
+        let name = tokio::select! {
+            _ = terminate.recv() => "SIGTERM",
+            _ = interrupt.recv() => "SIGINT",
+            () = shutdown.cancelled() => return,
+        };
+        tracing::info!(signal = name, "shutting down");
+        shutdown.cancel();
+    });
+    Ok(())
+}
+
+/// `edgeroll demo`.
+pub(crate) fn demo(json: bool) -> u8 {
+    init_logging();
+    in_runtime(async {
+        match crate::demo::run(json).await {
+            Ok(()) => EXIT_OK,
+            Err(error) => {
+                eprintln!("edgeroll demo: {error:#}");
+                EXIT_FAILED
+            }
+        }
+    })
+}
+
+/// `edgeroll sample-app`.
+pub(crate) fn sample_app(options: crate::sample_app::Options) -> u8 {
+    init_logging();
+    in_runtime(async {
+        match crate::sample_app::run(options).await {
+            Ok(()) => EXIT_OK,
+            Err(error) => {
+                eprintln!("edgeroll sample-app: {error}");
+                EXIT_FAILED
+            }
+        }
+    })
+}
+
+/// Run `future` on a multi-thread runtime with [`AGENT_WORKER_THREADS`] workers.
+fn in_runtime(future: impl std::future::Future<Output = u8>) -> u8 {
+    match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(AGENT_WORKER_THREADS)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime.block_on(future),
+        Err(error) => {
+            eprintln!("cannot start the async runtime: {error}");
+            EXIT_FAILED
+        }
+    }
+}
