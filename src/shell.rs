@@ -608,6 +608,10 @@ impl Shell {
             canary_weight_percent: weights.canary_percent,
         };
         if **slot.routes.borrow() != table {
+            // Keep measurements only for the versions that can still receive traffic, so the
+            // proxy's memory stays bounded however many releases a site sees.
+            slot.metrics
+                .retain_versions(&[table.stable.version.as_str(), table.canary.version.as_str()]);
             slot.routes.send_replace(Arc::new(table));
         }
     }

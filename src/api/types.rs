@@ -40,6 +40,9 @@ pub struct ServiceStatus {
     pub canary: Option<RevisionRef>,
     /// The current step; null when no canary exists.
     pub step: Option<StepRef>,
+    /// When the current timed pause ends (RFC 3339); null when not in a timed pause.
+    #[serde(default)]
+    pub pause_ends_at: Option<String>,
     /// Traffic percentages.
     pub weights: Weights,
     /// Every instance.

@@ -60,6 +60,9 @@ fn push_summary(text: &mut String, service: &ServiceStatus) {
     if let Some(step) = service.step {
         let shown = (step.index + 1).min(step.count);
         push_field(text, "  Step:", &format!("{shown}/{}", step.count));
+        if let Some(ends_at) = &service.pause_ends_at {
+            push_field(text, "  PauseEnds:", ends_at);
+        }
     }
     if canary {
         push_field(

@@ -87,6 +87,13 @@ fn service(slot: &ServiceSlot) -> types::ServiceStatus {
             index: canary.step_index,
             count: rollout.steps().len(),
         }),
+        pause_ends_at: match &rollout.canary {
+            Some(crate::rollout::Canary {
+                progress: crate::rollout::StepProgress::Paused { until: Some(until) },
+                ..
+            }) => Some(until.rfc3339()),
+            _ => None,
+        },
         weights: types::Weights {
             stable: stable_percent,
             canary: weights.canary_percent,

@@ -61,6 +61,7 @@ pub fn sample_status() -> Status {
                 revision: 2,
             }),
             step: Some(StepRef { index: 1, count: 3 }),
+            pause_ends_at: None,
             weights: Weights {
                 stable: 80,
                 canary: 20,

@@ -50,6 +50,7 @@ fn paused_canary() -> ServiceStatus {
         stable: Some(revision("2.4.0", 3)),
         canary: Some(revision("2.5.0", 4)),
         step: Some(StepRef { index: 1, count: 5 }),
+        pause_ends_at: None,
         weights: Weights {
             stable: 90,
             canary: 10,
@@ -109,6 +110,7 @@ fn aborted() -> ServiceStatus {
         stable: Some(revision("2.0.0", 7)),
         canary: None,
         step: None,
+        pause_ends_at: None,
         weights: Weights {
             stable: 100,
             canary: 0,
@@ -160,6 +162,7 @@ fn healthy() -> ServiceStatus {
         stable: Some(revision("1.2.0", 2)),
         canary: None,
         step: Some(StepRef { index: 3, count: 3 }),
+        pause_ends_at: None,
         weights: Weights {
             stable: 100,
             canary: 0,
