@@ -1,10 +1,20 @@
-//! STUB (helper A replaces this file): the agent configuration.
+//! The agent configuration: `/etc/edgeroll/edgeroll.toml`, then `edgeroll.d/*.toml` next to it
+//! merged in name order, validated into a [`Config`].
+//!
+//! Later files override earlier ones key by key, and tables merge deeply, so a drop-in can
+//! change one setting without repeating the rest. Every problem in every file is reported at
+//! once, naming the file the bad value came from. Relative paths are resolved against the
+//! directory of the file that set them. This module reads its files when asked to and never
+//! at any other time (startup and reload); it never writes anything.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::diag::Diagnostic;
+use crate::spec::parse::parse_tree;
+use crate::spec::parse::reader::{Reader, Table};
+use crate::spec::parse::tree::{Format, Node, Source, Value};
 
 /// Default config file.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/edgeroll/edgeroll.toml";
@@ -12,6 +22,22 @@ pub const DEFAULT_CONFIG_PATH: &str = "/etc/edgeroll/edgeroll.toml";
 pub const DEFAULT_SOCKET_PATH: &str = "/run/edgeroll/edgeroll.sock";
 /// Default state directory.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/edgeroll";
+/// The drop-in directory, next to the main config file.
+pub const DROP_IN_DIR: &str = "edgeroll.d";
+/// Where the default site name comes from.
+pub const HOSTNAME_FILE: &str = "/etc/hostname";
+/// The site name when neither the config nor [`HOSTNAME_FILE`] gives one.
+pub const DEFAULT_SITE: &str = "localhost";
+/// Default `agent.shutdown_grace`.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// Default `runtime.stop_grace`.
+pub const DEFAULT_STOP_GRACE: Duration = Duration::from_secs(10);
+/// Default `runtime.log_max_bytes`: 1 MiB per instance.
+pub const DEFAULT_LOG_MAX_BYTES: u64 = 1024 * 1024;
+/// Default `desired.poll_interval`.
+pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(30);
+/// The largest config file read, in bytes; a real one is a few hundred bytes.
+pub const MAX_CONFIG_FILE_BYTES: u64 = 1024 * 1024;
 
 /// A validated agent configuration.
 #[derive(Debug, Clone, PartialEq)]
@@ -36,6 +62,9 @@ pub struct Config {
     pub stop_grace: Duration,
     /// Upper bound of one instance's log file, bytes.
     pub log_max_bytes: u64,
+    /// The files that were merged into this configuration, in merge order (the main file, then
+    /// the drop-ins); `validate` shows them and a reload re-reads the same set of places.
+    pub files: Vec<PathBuf>,
 }
 
 /// `runtime.kind`.
@@ -56,6 +85,361 @@ pub enum DesiredSource {
 
 /// Load `path` and then `<dir of path>/edgeroll.d/*.toml` in name order, merged.
 pub fn load(path: &Path) -> Result<Config, Vec<Diagnostic>> {
-    let _ = path;
-    Err(vec![])
+    let mut files = vec![(
+        path.to_path_buf(),
+        read_file(path).map_err(|message| {
+            vec![diagnostic_at_start(
+                path,
+                format!("cannot read config: {message}"),
+            )]
+        })?,
+    )];
+    let mut diagnostics = Vec::new();
+    let drop_in_dir = path
+        .parent()
+        .unwrap_or_else(|| Path::new(""))
+        .join(DROP_IN_DIR);
+    match drop_in_files(&drop_in_dir) {
+        Ok(drop_ins) => {
+            for drop_in in drop_ins {
+                match read_file(&drop_in) {
+                    Ok(text) => files.push((drop_in, text)),
+                    Err(message) => diagnostics.push(diagnostic_at_start(
+                        &drop_in,
+                        format!("cannot read config: {message}"),
+                    )),
+                }
+            }
+        }
+        Err(message) => diagnostics.push(diagnostic_at_start(&drop_in_dir, message)),
+    }
+
+    let sources: Vec<Source<'_>> = files
+        .iter()
+        .map(|(path, text)| Source::new(path, text, Format::Toml))
+        .collect();
+    let mut merged: Option<Value> = None;
+    for (index, source) in sources.iter().enumerate() {
+        match parse_tree(source, index) {
+            Ok(tree) => match &mut merged {
+                Some(base) => merge(base, tree),
+                None => merged = Some(tree),
+            },
+            Err(errors) => diagnostics.extend(errors),
+        }
+    }
+    // Values from a file with syntax errors are unknown, so validating the rest would report
+    // problems that are not there (a missing override, say).
+    let Some(merged) = merged.filter(|_| diagnostics.is_empty()) else {
+        return Err(diagnostics);
+    };
+    let mut reader = Reader::new(sources);
+    let config = read_config(
+        &mut reader,
+        &merged,
+        files.iter().map(|(path, _)| path.clone()),
+    );
+    match config {
+        Some(config) if !reader.has_errors() => Ok(config),
+        _ => Err(reader.into_diagnostics()),
+    }
+}
+
+/// The site name the machine has: the first line of [`HOSTNAME_FILE`], else [`DEFAULT_SITE`].
+pub fn default_site() -> String {
+    std::fs::read_to_string(HOSTNAME_FILE)
+        .ok()
+        .and_then(|text| text.lines().next().map(|line| line.trim().to_string()))
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| DEFAULT_SITE.to_string())
+}
+
+fn diagnostic_at_start(path: &Path, message: String) -> Diagnostic {
+    Diagnostic {
+        file: path.to_path_buf(),
+        line: 1,
+        column: 1,
+        message,
+    }
+}
+
+fn read_file(path: &Path) -> Result<String, String> {
+    let metadata = std::fs::metadata(path).map_err(|error| error.to_string())?;
+    if metadata.len() > MAX_CONFIG_FILE_BYTES {
+        return Err(format!(
+            "the file is {} bytes, more than the limit of {MAX_CONFIG_FILE_BYTES}",
+            metadata.len()
+        ));
+    }
+    std::fs::read_to_string(path).map_err(|error| error.to_string())
+}
+
+/// The `*.toml` files of the drop-in directory, sorted by name; none when it does not exist.
+fn drop_in_files(dir: &Path) -> Result<Vec<PathBuf>, String> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(error) => return Err(format!("cannot read config directory: {error}")),
+    };
+    let mut files = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|error| format!("cannot read config directory: {error}"))?;
+        let path = entry.path();
+        // Package managers leave `*.dpkg-old` and editors `*.swp` here; only `*.toml` counts.
+        if path
+            .extension()
+            .is_some_and(|extension| extension == "toml")
+            && path.is_file()
+        {
+            files.push(path);
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// Merge `overlay` into `base`: tables merge key by key, anything else replaces.
+fn merge(base: &mut Value, overlay: Value) {
+    match (&mut base.node, overlay.node) {
+        (Node::Table(base_entries), Node::Table(overlay_entries)) => {
+            for overlay_entry in overlay_entries {
+                match base_entries
+                    .iter_mut()
+                    .find(|entry| entry.key == overlay_entry.key)
+                {
+                    Some(base_entry) => {
+                        if matches!(
+                            (&base_entry.value.node, &overlay_entry.value.node),
+                            (Node::Table(_), Node::Table(_))
+                        ) {
+                            merge(&mut base_entry.value, overlay_entry.value);
+                        } else {
+                            *base_entry = overlay_entry;
+                        }
+                    }
+                    None => base_entries.push(overlay_entry),
+                }
+            }
+        }
+        (_, node) => {
+            *base = Value {
+                span: overlay.span,
+                source: overlay.source,
+                node,
+            };
+        }
+    }
+}
+
+fn read_config(
+    reader: &mut Reader<'_>,
+    root: &Value,
+    files: impl Iterator<Item = PathBuf>,
+) -> Option<Config> {
+    let mut table = reader.table("", root)?;
+    let agent = section(reader, &mut table, "agent", read_agent);
+    let runtime = section(reader, &mut table, "runtime", read_runtime);
+    let desired = section(reader, &mut table, "desired", read_desired);
+    table.finish(reader);
+    let (site, labels, state_dir, socket, shutdown_grace) = agent?;
+    let (runtime, stop_grace, log_max_bytes) = runtime?;
+    let (desired, poll_interval) = desired?;
+    Some(Config {
+        site,
+        labels,
+        state_dir,
+        socket,
+        runtime,
+        desired,
+        poll_interval,
+        shutdown_grace,
+        stop_grace,
+        log_max_bytes,
+        files: files.collect(),
+    })
+}
+
+/// Read the table `key` with `read`; an absent table reads as an empty one, so every default
+/// comes from one place.
+fn section<T>(
+    reader: &mut Reader<'_>,
+    root: &mut Table<'_>,
+    key: &'static str,
+    read: impl FnOnce(&mut Reader<'_>, Option<&mut Table<'_>>) -> Option<T>,
+) -> Option<T> {
+    match root.get(key) {
+        None => read(reader, None),
+        Some((path, value)) => {
+            let mut table = reader.table(&path, value)?;
+            let result = read(reader, Some(&mut table));
+            table.finish(reader);
+            result
+        }
+    }
+}
+
+/// `(path, value)` of `key`, when the section exists and holds it.
+fn field<'v>(table: &mut Option<&mut Table<'v>>, key: &'static str) -> Option<(String, &'v Value)> {
+    table.as_mut().and_then(|table| table.get(key))
+}
+
+type Agent = (String, BTreeMap<String, String>, PathBuf, PathBuf, Duration);
+
+fn read_agent(reader: &mut Reader<'_>, mut table: Option<&mut Table<'_>>) -> Option<Agent> {
+    let site = match field(&mut table, "site") {
+        Some((path, value)) => read_site(reader, &path, value),
+        None => Some(default_site()),
+    };
+    let labels = match field(&mut table, "labels") {
+        Some((path, value)) => reader.string_map(&path, value),
+        None => Some(BTreeMap::new()),
+    };
+    let state_dir = match field(&mut table, "state_dir") {
+        Some((path, value)) => read_path(reader, &path, value),
+        None => Some(PathBuf::from(DEFAULT_STATE_DIR)),
+    };
+    let socket = match field(&mut table, "socket") {
+        Some((path, value)) => read_path(reader, &path, value),
+        None => Some(PathBuf::from(DEFAULT_SOCKET_PATH)),
+    };
+    let shutdown_grace = match field(&mut table, "shutdown_grace") {
+        Some((path, value)) => reader.duration(&path, value),
+        None => Some(DEFAULT_SHUTDOWN_GRACE),
+    };
+    Some((site?, labels?, state_dir?, socket?, shutdown_grace?))
+}
+
+fn read_site(reader: &mut Reader<'_>, path: &str, value: &Value) -> Option<String> {
+    let site = reader.non_empty_string(path, value)?;
+    // The site name goes into reports and logs as one token.
+    if site.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        reader.error(
+            value,
+            path,
+            format!("{site:?} must not contain spaces or control characters"),
+        );
+        return None;
+    }
+    Some(site.to_string())
+}
+
+fn read_runtime(
+    reader: &mut Reader<'_>,
+    mut table: Option<&mut Table<'_>>,
+) -> Option<(RuntimeKind, Duration, u64)> {
+    let kind = match field(&mut table, "kind") {
+        Some((path, value)) => reader.string(&path, value).and_then(|kind| match kind {
+            "process" => Some(RuntimeKind::Process),
+            "docker" | "containerd" => {
+                reader.error(
+                    value,
+                    &path,
+                    format!("runtime `{kind}` is not supported yet"),
+                );
+                None
+            }
+            _ => {
+                reader.error(
+                    value,
+                    &path,
+                    format!("unknown runtime `{kind}`, expected process, docker or containerd"),
+                );
+                None
+            }
+        }),
+        None => Some(RuntimeKind::Process),
+    };
+    let stop_grace = match field(&mut table, "stop_grace") {
+        Some((path, value)) => reader.duration(&path, value),
+        None => Some(DEFAULT_STOP_GRACE),
+    };
+    let log_max_bytes = match field(&mut table, "log_max_bytes") {
+        Some((path, value)) => reader.int::<u64>(&path, value, 1..=i64::MAX),
+        None => Some(DEFAULT_LOG_MAX_BYTES),
+    };
+    Some((kind?, stop_grace?, log_max_bytes?))
+}
+
+fn read_desired(
+    reader: &mut Reader<'_>,
+    mut table: Option<&mut Table<'_>>,
+) -> Option<(DesiredSource, Duration)> {
+    let source = match field(&mut table, "source") {
+        Some((path, value)) => read_desired_source(reader, &path, value),
+        None => Some(DesiredSource::None),
+    };
+    let poll_interval = match field(&mut table, "poll_interval") {
+        Some((path, value)) => reader.duration(&path, value),
+        None => Some(DEFAULT_POLL_INTERVAL),
+    };
+    Some((source?, poll_interval?))
+}
+
+fn read_desired_source(
+    reader: &mut Reader<'_>,
+    path: &str,
+    value: &Value,
+) -> Option<DesiredSource> {
+    let text = reader.non_empty_string(path, value)?;
+    if let Some(rest) = text.strip_prefix("file://") {
+        if !rest.starts_with('/') {
+            reader.error(value, path, format!("{text:?} must be an absolute file url such as file:///etc/edgeroll/desired.toml"));
+            return None;
+        }
+        return match percent_decode(rest) {
+            Some(decoded) => Some(DesiredSource::File(PathBuf::from(decoded))),
+            None => {
+                reader.error(value, path, format!("{text:?} has an invalid %-escape"));
+                None
+            }
+        };
+    }
+    if let Some((scheme, _)) = text.split_once("://") {
+        let message = if scheme == "https" {
+            "https sources are not supported yet".to_string()
+        } else {
+            format!("unsupported source `{scheme}://`, expected file:///path or an absolute path")
+        };
+        reader.error(value, path, message);
+        return None;
+    }
+    resolve(reader, value, text).map(DesiredSource::File)
+}
+
+/// Decode `%XX` escapes of a file url path.
+fn percent_decode(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut index = 0;
+    while index < bytes.len() {
+        if bytes[index] == b'%' {
+            let hex = text.get(index + 1..index + 3)?;
+            decoded.push(u8::from_str_radix(hex, 16).ok()?);
+            index += 3;
+        } else {
+            decoded.push(bytes[index]);
+            index += 1;
+        }
+    }
+    String::from_utf8(decoded).ok()
+}
+
+fn read_path(reader: &mut Reader<'_>, path: &str, value: &Value) -> Option<PathBuf> {
+    let text = reader.non_empty_string(path, value)?;
+    resolve(reader, value, text)
+}
+
+/// `text` as a path; a relative one is taken relative to the directory of the file that set it.
+fn resolve(reader: &mut Reader<'_>, value: &Value, text: &str) -> Option<PathBuf> {
+    let relative = Path::new(text);
+    if relative.is_absolute() {
+        return Some(relative.to_path_buf());
+    }
+    let file = reader
+        .source(value.source)
+        .map_or_else(PathBuf::new, |source| source.path.clone());
+    // An absolute base keeps the meaning of the path when the daemon later changes directory.
+    let file = std::path::absolute(&file).unwrap_or(file);
+    let dir = file.parent().unwrap_or_else(|| Path::new("/"));
+    Some(dir.join(relative))
 }

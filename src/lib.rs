@@ -17,4 +17,5 @@ pub mod sample_app;
 pub mod shell;
 pub mod spec;
 pub mod store;
+pub mod systemd;
 pub mod time;

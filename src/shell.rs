@@ -14,6 +14,7 @@
 pub mod clock;
 mod desired;
 mod status;
+mod test_hooks;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
@@ -107,6 +108,7 @@ impl Agent {
 /// Run the agent until `shutdown` (SIGTERM in `edgeroll run`).
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Error> {
     let agent = start(config, shutdown).await?;
+    crate::systemd::ready(&status::summary(&agent.status.borrow()));
     agent.stopped().await
 }
 
@@ -236,8 +238,16 @@ struct Shell {
 impl Shell {
     async fn run(mut self, mut inputs: Inputs, mut watcher: desired::Watcher) {
         let mut hangup = desired::hangup_signal();
+        let mut wedge = test_hooks::wedge_signal();
         let mut poll = tokio::time::interval(DESIRED_FILE_POLL);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The keep-alive comes from this loop itself, so systemd restarts a loop that is wedged,
+        // not only a process that died.
+        let watchdog_period = crate::systemd::watchdog_interval();
+        let mut watchdog =
+            tokio::time::interval(watchdog_period.unwrap_or(Duration::from_secs(3600)));
+        watchdog.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_summary = String::new();
         loop {
             let deadline = self.next_deadline();
             let sleep = async {
@@ -259,10 +269,18 @@ impl Shell {
                     self.reload(&mut watcher, true).await;
                 }
                 _ = poll.tick() => self.reload(&mut watcher, false).await,
+                _ = watchdog.tick(), if watchdog_period.is_some() => crate::systemd::watchdog(),
+                Some(()) = wedge.recv() => test_hooks::wedge(),
                 () = sleep => self.deadlines_reached(),
             }
             self.publish_status();
+            let summary = status::summary(&self.status_tx.borrow());
+            if summary != last_summary {
+                crate::systemd::status(&summary);
+                last_summary = summary;
+            }
         }
+        crate::systemd::stopping();
         self.stop().await;
     }
 

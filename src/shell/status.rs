@@ -19,6 +19,35 @@ pub(super) fn empty(site: &str) -> Status {
     }
 }
 
+/// One line for `systemctl status`, e.g. `2 services: web Paused step 2/5 canary 10%; api Healthy`.
+pub(super) fn summary(status: &Status) -> String {
+    if status.services.is_empty() {
+        return "no services: waiting for a desired document".to_owned();
+    }
+    let parts: Vec<String> = status
+        .services
+        .iter()
+        .map(|service| {
+            let mut part = format!("{} {}", service.name, service.phase);
+            if let Some(step) = service.step {
+                part.push_str(&format!(
+                    " step {}/{} canary {}%",
+                    (step.index + 1).min(step.count),
+                    step.count,
+                    service.weights.canary
+                ));
+            }
+            part
+        })
+        .collect();
+    let noun = if parts.len() == 1 {
+        "service"
+    } else {
+        "services"
+    };
+    format!("{} {noun}: {}", parts.len(), parts.join("; "))
+}
+
 /// The status of every service, in document order.
 pub(super) fn build(
     site: &str,

@@ -1,0 +1,241 @@
+//! The agent config loader: defaults, `edgeroll.d` drop-ins merged in name order, relative
+//! paths, and every error naming the file the bad value came from.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use edgeroll::config::{self, Config, DesiredSource, RuntimeKind};
+use expect_test::{expect, Expect};
+
+/// A config directory with `edgeroll.toml` and, optionally, drop-ins.
+struct ConfigDir {
+    dir: tempfile::TempDir,
+}
+
+impl ConfigDir {
+    fn new(main: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("edgeroll.toml"), main).unwrap();
+        ConfigDir { dir }
+    }
+
+    fn drop_in(&self, name: &str, text: &str) -> &Self {
+        let drop_ins = self.dir.path().join("edgeroll.d");
+        fs::create_dir_all(&drop_ins).unwrap();
+        fs::write(drop_ins.join(name), text).unwrap();
+        self
+    }
+
+    fn path(&self) -> PathBuf {
+        self.dir.path().join("edgeroll.toml")
+    }
+
+    fn load(&self) -> Result<Config, Vec<edgeroll::diag::Diagnostic>> {
+        config::load(&self.path())
+    }
+
+    /// The diagnostics, with the temporary directory shown as `DIR`.
+    fn check_errors(&self, expected: Expect) {
+        let diagnostics = self.load().unwrap_err();
+        let prefix = format!("{}/", self.dir.path().display());
+        let text: String = diagnostics
+            .iter()
+            .map(|diagnostic| format!("{diagnostic}\n").replace(&prefix, "DIR/"))
+            .collect();
+        expected.assert_eq(&text);
+    }
+}
+
+#[test]
+fn an_empty_config_takes_every_default() {
+    let dir = ConfigDir::new("");
+    let config = dir.load().unwrap();
+    assert_eq!(
+        config,
+        Config {
+            site: config::default_site(),
+            labels: Default::default(),
+            state_dir: PathBuf::from("/var/lib/edgeroll"),
+            socket: PathBuf::from("/run/edgeroll/edgeroll.sock"),
+            runtime: RuntimeKind::Process,
+            desired: DesiredSource::None,
+            poll_interval: Duration::from_secs(30),
+            shutdown_grace: Duration::from_secs(10),
+            stop_grace: Duration::from_secs(10),
+            log_max_bytes: 1024 * 1024,
+            files: vec![dir.path()],
+        }
+    );
+    assert!(!config.site.is_empty());
+}
+
+#[test]
+fn the_contract_example_loads() {
+    let dir = ConfigDir::new(
+        r#"
+[agent]
+site = "store-0042"
+labels = { cohort = "pilot", region = "eu-west" }
+state_dir = "/var/lib/edgeroll"
+socket = "/run/edgeroll/edgeroll.sock"
+shutdown_grace = "20s"
+
+[runtime]
+kind = "process"
+stop_grace = 5
+log_max_bytes = 4096
+
+[desired]
+source = "file:///etc/edgeroll/desired%20doc.toml"
+poll_interval = "1m"
+"#,
+    );
+    let config = dir.load().unwrap();
+    assert_eq!(config.site, "store-0042");
+    assert_eq!(config.labels["region"], "eu-west");
+    assert_eq!(config.shutdown_grace, Duration::from_secs(20));
+    assert_eq!(config.stop_grace, Duration::from_secs(5));
+    assert_eq!(config.log_max_bytes, 4096);
+    assert_eq!(
+        config.desired,
+        DesiredSource::File(PathBuf::from("/etc/edgeroll/desired doc.toml"))
+    );
+    assert_eq!(config.poll_interval, Duration::from_secs(60));
+}
+
+#[test]
+fn drop_ins_merge_in_name_order_and_deeply() {
+    let dir = ConfigDir::new(
+        r#"
+[agent]
+site = "main"
+labels = { cohort = "pilot", region = "eu-west" }
+[desired]
+poll_interval = "10s"
+"#,
+    );
+    // Written out of order: loading must sort by name, not by creation.
+    dir.drop_in(
+        "20-late.toml",
+        "[agent]\nsite = \"late\"\nlabels = { region = \"us-east\" }\n",
+    )
+    .drop_in(
+        "10-early.toml",
+        "[agent]\nsite = \"early\"\nlabels = { rack = \"7\" }\n",
+    )
+    .drop_in("30-ignored.toml.dpkg-old", "this is not toml")
+    .drop_in(
+        "15-paths.toml",
+        "[agent]\nstate_dir = \"state\"\n[desired]\nsource = \"desired.toml\"\n",
+    );
+    let config = dir.load().unwrap();
+    assert_eq!(config.site, "late");
+    // Tables merge key by key: the cohort from the main file survives.
+    assert_eq!(
+        config.labels.into_iter().collect::<Vec<_>>(),
+        [("cohort", "pilot"), ("rack", "7"), ("region", "us-east")]
+            .map(|(key, value)| (key.to_string(), value.to_string()))
+    );
+    assert_eq!(config.poll_interval, Duration::from_secs(10));
+    // Relative paths are resolved against the directory of the file that set them.
+    let drop_in_dir = std::path::absolute(dir.dir.path().join("edgeroll.d")).unwrap();
+    assert_eq!(config.state_dir, drop_in_dir.join("state"));
+    assert_eq!(
+        config.desired,
+        DesiredSource::File(drop_in_dir.join("desired.toml"))
+    );
+    let names: Vec<String> = config
+        .files
+        .iter()
+        .map(|file| file.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "edgeroll.toml",
+            "10-early.toml",
+            "15-paths.toml",
+            "20-late.toml"
+        ]
+    );
+}
+
+#[test]
+fn errors_name_the_file_the_bad_value_came_from() {
+    let dir = ConfigDir::new(
+        r#"[agent]
+site = "store 1"
+sokcet = "/tmp/x.sock"
+[runtime]
+kind = "docker"
+log_max_bytes = 0
+[desired]
+source = "https://hub.example.com/desired"
+"#,
+    );
+    dir.drop_in(
+        "10-a.toml",
+        "[runtime]\nstop_grace = \"-1s\"\n[extra]\nx = 1\n",
+    )
+    .drop_in(
+        "20-b.toml",
+        "[desired]\npoll_interval = true\n[agent]\nlabels = { a = 1 }\n",
+    );
+    dir.check_errors(expect![[r#"
+        DIR/edgeroll.toml:2:8: agent.site: "store 1" must not contain spaces or control characters
+        DIR/edgeroll.toml:3:1: agent.sokcet: unknown field, did you mean `socket`?
+        DIR/edgeroll.toml:5:8: runtime.kind: runtime `docker` is not supported yet
+        DIR/edgeroll.toml:6:17: runtime.log_max_bytes: 0 is less than 1
+        DIR/edgeroll.toml:8:10: desired.source: https sources are not supported yet
+        DIR/edgeroll.d/10-a.toml:2:14: runtime.stop_grace: duration `-1s` must be positive
+        DIR/edgeroll.d/10-a.toml:3:2: extra: unknown field, expected one of `agent`, `runtime`, `desired`
+        DIR/edgeroll.d/20-b.toml:2:17: desired.poll_interval: expected a duration (seconds or a string such as "30s"), found a boolean
+        DIR/edgeroll.d/20-b.toml:4:16: agent.labels.a: expected a string, found an integer
+    "#]]);
+}
+
+#[test]
+fn an_overridden_bad_value_is_not_an_error() {
+    let dir = ConfigDir::new("[runtime]\nkind = \"docker\"\n");
+    dir.drop_in("10-fix.toml", "[runtime]\nkind = \"process\"\n");
+    assert_eq!(dir.load().unwrap().runtime, RuntimeKind::Process);
+}
+
+#[test]
+fn syntax_errors_in_several_files_are_all_reported() {
+    let dir = ConfigDir::new("[agent\nsite = \"x\"\n");
+    dir.drop_in("10-a.toml", "[runtime]\nkind = \n");
+    dir.check_errors(expect![[r#"
+        DIR/edgeroll.toml:1:7: invalid toml: unclosed table, expected `]`
+        DIR/edgeroll.d/10-a.toml:2:8: invalid toml: string values must be quoted, expected literal string
+    "#]]);
+}
+
+#[test]
+fn other_desired_sources_and_section_types() {
+    let dir = ConfigDir::new("agent = 3\n[desired]\nsource = \"file://relative/x\"\n");
+    dir.check_errors(expect![[r#"
+        DIR/edgeroll.toml:1:9: agent: expected a table, found an integer
+        DIR/edgeroll.toml:3:10: desired.source: "file://relative/x" must be an absolute file url such as file:///etc/edgeroll/desired.toml
+    "#]]);
+    let dir =
+        ConfigDir::new("[desired]\nsource = \"s3://bucket/x\"\n[runtime]\nkind = \"podman\"\n");
+    dir.check_errors(expect![[r#"
+        DIR/edgeroll.toml:2:10: desired.source: unsupported source `s3://`, expected file:///path or an absolute path
+        DIR/edgeroll.toml:4:8: runtime.kind: unknown runtime `podman`, expected process, docker or containerd
+    "#]]);
+}
+
+#[test]
+fn a_missing_main_file_is_one_diagnostic() {
+    let errors = config::load(Path::new("/nonexistent/edgeroll.toml")).unwrap_err();
+    assert_eq!(errors.len(), 1);
+    assert!(
+        errors[0]
+            .to_string()
+            .starts_with("/nonexistent/edgeroll.toml:1:1: cannot read config:"),
+        "{}",
+        errors[0]
+    );
+}
