@@ -1,5 +1,22 @@
-//! STUB (helper C replaces this file and adds `runtime/`): workloads and their supervision.
+//! Workloads and their supervision: the [`Runtime`] trait, its process backend, and the supervisor
+//! that keeps each service's instances as desired.
+//!
+//! This module is the only one that starts or stops workloads. The supervisor ([`start`]) owns every
+//! instance: it starts and stops them through a [`Runtime`], probes their readiness, restarts the
+//! ones that die with an exponential backoff, bounds their log files, and reports every change of a
+//! service's instances as an [`InstancesChanged`]. Every instance is journaled (through
+//! [`InstanceJournal`]) right after it is started and forgotten only once it is gone, so a restarted
+//! agent adopts the workloads that are still running instead of restarting them.
+//!
+//! It never decides *which* revisions run or how many: that comes from the shell through
+//! [`SupervisorHandle::set_desired`]. It never stops an adopted instance before the shell has said
+//! what it wants for that service, and shutting the agent down never stops a workload.
 
+mod probe;
+pub mod process;
+mod supervisor;
+
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -11,6 +28,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::spec::Template;
 use crate::time::Timestamp;
+
+pub use process::ProcessRuntime;
+pub use supervisor::SupervisorHandle;
 
 /// A started instance, as persisted so that a restarted agent can adopt it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -53,6 +73,10 @@ pub struct InstanceStatus {
 }
 
 /// All instances of one service changed (started, became ready, died, stopped).
+///
+/// `instances` lists every instance that is not being stopped: an instance leaves the list as soon
+/// as its stop begins, so no traffic is sent to it any more. An instance that died and waits for
+/// its restart stays in the list with `ready == false`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InstancesChanged {
     /// The service.
@@ -93,33 +117,166 @@ pub struct SupervisorConfig {
     pub stop_grace: Duration,
 }
 
-/// Handle to the running supervisor.
-#[derive(Debug, Clone)]
-pub struct SupervisorHandle {}
-
-impl SupervisorHandle {
-    /// Replace the desired instances of `service`.
-    pub fn set_desired(&self, service: &str, desired: Vec<DesiredRevision>) {
-        let _ = (service, desired);
-    }
-
-    /// Stop the instances of every service not named.
-    pub fn retain_services(&self, services: Vec<String>) {
-        let _ = services;
-    }
-
-    /// Stop every instance of every service and wait for them (used by `demo`, not by `run`).
-    pub async fn stop_all(&self) {}
+/// Why the runtime could not do what the supervisor asked.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The template's command has no program.
+    #[error("start instance {id}: the template's command is empty")]
+    EmptyCommand {
+        /// The instance.
+        id: String,
+    },
+    /// No free loopback port could be found.
+    #[error("allocate a loopback port: {source}")]
+    Port {
+        /// Why binding failed.
+        source: std::io::Error,
+    },
+    /// The log file (or its directory) could not be created or rotated.
+    #[error("prepare log file {path}: {source}")]
+    LogFile {
+        /// The file.
+        path: PathBuf,
+        /// Why it failed.
+        source: std::io::Error,
+    },
+    /// The program could not be started.
+    #[error("start instance {id} ({program}): {source}")]
+    Spawn {
+        /// The instance.
+        id: String,
+        /// The program of its command.
+        program: String,
+        /// Why it failed.
+        source: std::io::Error,
+    },
+    /// The process table could not be read.
+    #[error("read the process state of pid {pid}: {source}")]
+    ProcessState {
+        /// The process.
+        pid: u32,
+        /// Why it failed.
+        source: std::io::Error,
+    },
+    /// A signal could not be sent.
+    #[error("signal instance {id} (pid {pid}): {source}")]
+    Signal {
+        /// The instance.
+        id: String,
+        /// Its process.
+        pid: u32,
+        /// Why it failed.
+        source: nix::Error,
+    },
+    /// The instance was still running after SIGKILL and its deadline.
+    #[error("stop instance {id}: still running {waited:?} after SIGKILL")]
+    StopTimedOut {
+        /// The instance.
+        id: String,
+        /// How long it was waited for after SIGKILL.
+        waited: Duration,
+    },
 }
 
-/// Start the supervisor: adopt journaled instances that are still healthy, then keep each
-/// service's instances as desired until `shutdown` (which leaves workloads running).
+impl Error {
+    /// Whether trying again later may succeed (a retry decision, not a diagnosis).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::EmptyCommand { .. } => false,
+            Error::Spawn { source, .. } => !matches!(
+                source.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied
+            ),
+            Error::Port { .. }
+            | Error::LogFile { .. }
+            | Error::ProcessState { .. }
+            | Error::Signal { .. }
+            | Error::StopTimedOut { .. } => true,
+        }
+    }
+}
+
+/// What the supervisor asks a runtime to start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StartRequest {
+    /// The new instance's unique id.
+    pub id: String,
+    /// Its service.
+    pub service: String,
+    /// The revision it runs.
+    pub revision: u64,
+    /// What it runs.
+    pub template: Template,
+}
+
+/// What a runtime found when asked to adopt a persisted record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Adoption {
+    /// The same workload is still running; the runtime now watches it.
+    Adopted,
+    /// The workload is gone.
+    Gone,
+    /// Something else runs under the recorded identity (e.g. a reused pid); it must not be touched.
+    Foreign,
+}
+
+/// A way to run instances: plain processes now, Docker and containerd later.
+///
+/// Every method takes the instance's [`InstanceRecord`], so a runtime needs no memory of its own
+/// to act on an instance it adopted after a restart of the agent. Futures are `Send` so that the
+/// supervisor can drive each instance from its own task.
+pub trait Runtime: Send + Sync + 'static {
+    /// Start an instance and return its record; the caller journals it right away.
+    fn start(
+        &self,
+        request: &StartRequest,
+    ) -> impl Future<Output = Result<InstanceRecord, Error>> + Send;
+
+    /// Ask the instance to stop, kill it after `grace`, and return once it is gone.
+    fn stop(
+        &self,
+        record: &InstanceRecord,
+        grace: Duration,
+    ) -> impl Future<Output = Result<(), Error>> + Send;
+
+    /// Decide whether a persisted record still describes the same running workload and, if so,
+    /// take it over.
+    fn adopt(
+        &self,
+        record: &InstanceRecord,
+    ) -> impl Future<Output = Result<Adoption, Error>> + Send;
+
+    /// Resolve once the instance has exited (whoever stopped it). Dropping the future is harmless.
+    fn wait_exited(&self, record: &InstanceRecord) -> impl Future<Output = ()> + Send;
+
+    /// Keep the instance's logs within the runtime's bound; called every few seconds.
+    fn bound_logs(&self, record: &InstanceRecord)
+        -> impl Future<Output = Result<(), Error>> + Send;
+
+    /// Forget an instance that is gone (stopped or dead).
+    fn release(&self, record: &InstanceRecord);
+}
+
+/// Start the supervisor with the process runtime: adopt journaled instances that are still
+/// running, then keep each service's instances as desired until `shutdown` (which leaves
+/// workloads running).
 pub fn start(
     config: SupervisorConfig,
     journal: Arc<dyn InstanceJournal>,
     updates: mpsc::Sender<InstancesChanged>,
     shutdown: CancellationToken,
 ) -> SupervisorHandle {
-    let _ = (config, journal, updates, shutdown);
-    SupervisorHandle {}
+    let runtime = ProcessRuntime::new(config.log_dir.clone(), config.log_max_bytes);
+    start_with(runtime, config, journal, updates, shutdown)
+}
+
+/// [`start`] with any [`Runtime`] (another backend, or a fake in tests).
+pub fn start_with<R: Runtime>(
+    runtime: R,
+    config: SupervisorConfig,
+    journal: Arc<dyn InstanceJournal>,
+    updates: mpsc::Sender<InstancesChanged>,
+    shutdown: CancellationToken,
+) -> SupervisorHandle {
+    supervisor::spawn(Arc::new(runtime), config, journal, updates, shutdown)
 }
