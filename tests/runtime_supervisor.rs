@@ -146,12 +146,12 @@ fn http_server(version: &str) -> Template {
     Template {
         version: version.to_string(),
         command: [
-            "python3",
-            "-m",
-            "http.server",
+            env!("CARGO_BIN_EXE_edgeroll"),
+            "sample-app",
+            "--port",
             "{port}",
-            "--bind",
-            "127.0.0.1",
+            "--version",
+            version,
         ]
         .map(String::from)
         .to_vec(),
@@ -325,14 +325,15 @@ async fn an_instance_ignoring_sigterm_is_killed_after_the_grace_period() {
     let mut harness = Harness::start(stop_grace);
     let stubborn = shell(
         "stubborn",
-        "trap '' TERM; exec python3 -m http.server $PORT --bind 127.0.0.1",
+        // A workload that ignores SIGTERM; it never listens, and readiness does not matter here.
+        "trap '' TERM; while :; do sleep 0.2; done",
         Readiness::Tcp,
     );
     harness
         .handle
         .set_desired(SERVICE, desired(1, &stubborn, 1));
     let instances = harness
-        .wait_for("the instance ready", all_ready(1, 1))
+        .wait_for("the instance started", |instances| instances.len() == 1)
         .await;
     let pid = harness.pid_of(&instances[0].id);
 
