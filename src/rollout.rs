@@ -180,7 +180,7 @@ pub struct Rollout {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
     /// The desired document's spec for this service was loaded or changed.
-    DesiredSpecChanged(ServiceSpec),
+    DesiredSpecChanged(Box<ServiceSpec>),
     /// The runtime observed how many instances of each revision are ready.
     InstancesObserved {
         /// Ready instance count per revision.
@@ -296,6 +296,7 @@ impl Rollout {
     pub fn steps(&self) -> &[CanaryStep] {
         match &self.spec.strategy {
             Strategy::Canary(canary) => &canary.steps,
+            Strategy::BlueGreen(_) => &[],
         }
     }
 
@@ -541,7 +542,7 @@ impl Transition<'_> {
 
     fn apply(&mut self, event: Event) {
         match event {
-            Event::DesiredSpecChanged(spec) => self.desired_spec_changed(spec),
+            Event::DesiredSpecChanged(spec) => self.desired_spec_changed(*spec),
             Event::InstancesObserved { ready } => {
                 self.state.ready = ready;
                 self.progress();

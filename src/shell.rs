@@ -476,7 +476,7 @@ impl Shell {
             }
             Some(_) => {}
         }
-        self.apply(&name, Event::DesiredSpecChanged(spec));
+        self.apply(&name, Event::DesiredSpecChanged(Box::new(spec)));
         Ok(())
     }
 

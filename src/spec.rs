@@ -105,6 +105,8 @@ pub enum Readiness {
 pub enum Strategy {
     /// Argo's canary strategy.
     Canary(CanaryStrategy),
+    /// Argo's blue-green strategy.
+    BlueGreen(BlueGreenStrategy),
 }
 
 /// `strategy.canary`.
@@ -112,7 +114,46 @@ pub enum Strategy {
 pub struct CanaryStrategy {
     /// The steps, executed in order; after the last one the canary is promoted.
     pub steps: Vec<CanaryStep>,
+    /// Background analysis that runs for the whole progression (`strategy.canary.analysis`).
+    #[serde(default)]
+    pub analysis: Option<BackgroundAnalysis>,
 }
+
+/// `strategy.canary.analysis`: analysis that runs from `startingStep` until the rollout ends and
+/// aborts it at any step when it fails.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BackgroundAnalysis {
+    /// Templates and arguments, as in an analysis step.
+    pub analysis: AnalysisStep,
+    /// The 0-based step index at which it starts (Argo's `startingStep`, default 0).
+    pub starting_step: usize,
+}
+
+/// `strategy.blueGreen`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BlueGreenStrategy {
+    /// The preview listener (`previewService`); `None` means the new version gets no preview
+    /// traffic before the switch.
+    pub preview_listen: Option<String>,
+    /// Instances of the new version before the switch (`previewReplicaCount`; default `replicas`).
+    pub preview_replica_count: Option<u32>,
+    /// Switch automatically once the preview is ready (`autoPromotionEnabled`, default true).
+    pub auto_promotion_enabled: bool,
+    /// Switch this many seconds after the preview is ready (`autoPromotionSeconds`).
+    pub auto_promotion_seconds: Option<u32>,
+    /// Analysis against the preview before the switch (`prePromotionAnalysis`).
+    pub pre_promotion_analysis: Option<AnalysisStep>,
+    /// Analysis after the switch while the old version is still warm (`postPromotionAnalysis`).
+    pub post_promotion_analysis: Option<AnalysisStep>,
+    /// How long the old version keeps running after the switch (`scaleDownDelaySeconds`, 30).
+    pub scale_down_delay_seconds: u32,
+    /// How long the aborted preview keeps running (`abortScaleDownDelaySeconds`, 30; 0 = never
+    /// scaled down by the abort itself).
+    pub abort_scale_down_delay_seconds: u32,
+}
+
+/// Argo's default for `scaleDownDelaySeconds` and `abortScaleDownDelaySeconds`.
+pub const DEFAULT_SCALE_DOWN_DELAY_SECONDS: u32 = 30;
 
 /// One canary step.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -191,6 +232,15 @@ pub struct Metric {
     pub inconclusive_limit: u32,
     /// Consecutive errors tolerated before the metric errors.
     pub consecutive_error_limit: u32,
+    /// Consecutive successful measurements after which the metric is Successful (0 = off).
+    #[serde(default)]
+    pub consecutive_success_limit: u32,
+    /// Measured and shown, but can never fail the run (Argo's `dryRun`).
+    #[serde(default)]
+    pub dry_run: bool,
+    /// How many measurements are kept (Argo's `measurementRetention`; default 10).
+    #[serde(default)]
+    pub measurement_retention: Option<u32>,
     /// Where the value comes from.
     pub provider: Provider,
 }
@@ -200,6 +250,76 @@ pub struct Metric {
 pub enum Provider {
     /// The proxy's own per-version measurements.
     Builtin(BuiltinQuery),
+    /// An instant query against a Prometheus-compatible HTTP API.
+    Prometheus(PrometheusQuery),
+    /// An HTTP request whose JSON answer gives the value.
+    Web(WebQuery),
+    /// A command that succeeds with exit status 0.
+    Job(JobSpec),
+    /// Canary against stable on the same site over the same window (Mann–Whitney U).
+    Judge(JudgeSpec),
+}
+
+/// `provider.prometheus`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PrometheusQuery {
+    /// Base URL of the API, e.g. `http://127.0.0.1:9090`.
+    pub address: String,
+    /// PromQL; may hold `{{args.x}}`.
+    pub query: String,
+    /// Deadline of one query.
+    pub timeout: Duration,
+}
+
+/// `provider.web`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebQuery {
+    /// `http://` or `https://` URL; may hold `{{args.x}}`.
+    pub url: String,
+    /// `GET` or `POST`.
+    pub method: String,
+    /// Request headers, in order.
+    pub headers: Vec<(String, String)>,
+    /// Request body (POST).
+    pub body: Option<String>,
+    /// A JSON path into the answer (`$.data.ok`); `None` binds the whole answer.
+    pub json_path: Option<String>,
+    /// Deadline of one request.
+    pub timeout: Duration,
+}
+
+/// `provider.job`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobSpec {
+    /// argv of the command; may hold `{{args.x}}`.
+    pub command: Vec<String>,
+    /// The job fails when it runs longer than this.
+    pub deadline: Duration,
+}
+
+/// `provider.judge`: compares the canary's per-request samples with the stable's.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JudgeSpec {
+    /// Which samples are compared.
+    pub signal: JudgeSignal,
+    /// Over which trailing window (both versions over the same window).
+    pub window: Duration,
+    /// Below this many samples of either version the verdict is Inconclusive (no data).
+    pub min_samples: u64,
+    /// Confidence level of the test, e.g. 0.95.
+    pub confidence: f64,
+    /// Largest tolerated relative increase of the canary over stable (e.g. 0.1 = +10 %) before
+    /// a significant difference is a Fail; between that and half of it is Marginal.
+    pub allowed_increase: f64,
+}
+
+/// What the judge compares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum JudgeSignal {
+    /// Per-request latency.
+    Latency,
+    /// Per-request failure (5xx or transport failure).
+    Errors,
 }
 
 /// A query against the proxy's per-version metrics.

@@ -80,7 +80,9 @@ fn valid_document_parses_identically_from_toml_and_json() {
             path: "/healthz".into()
         }
     );
-    let Strategy::Canary(canary) = &ingest.strategy;
+    let Strategy::Canary(canary) = &ingest.strategy else {
+        panic!("telemetry-ingest is a canary");
+    };
     assert_eq!(canary.steps.len(), 7);
     assert_eq!(
         canary.steps[0],
@@ -120,7 +122,9 @@ fn valid_document_parses_identically_from_toml_and_json() {
     let latency = &template.metrics[1];
     assert_eq!(latency.success_condition, None);
     assert_eq!(latency.count, None);
-    let Provider::Builtin(query) = &latency.provider;
+    let Provider::Builtin(query) = &latency.provider else {
+        panic!("latency uses the builtin provider");
+    };
     assert_eq!(query.query, BuiltinMetric::LatencyP99);
     assert_eq!(query.version, "canary");
     assert_eq!(query.window, Duration::from_secs(30));

@@ -134,6 +134,9 @@ fn metric(name: String, args: Vec<TemplateArg>) -> impl Strategy<Value = Built<M
                     failure_limit: failure_limit.unwrap_or(0),
                     inconclusive_limit: 0,
                     consecutive_error_limit: 4,
+                    consecutive_success_limit: 0,
+                    dry_run: false,
+                    measurement_retention: None,
                     provider: Provider::Builtin(BuiltinQuery {
                         query,
                         version: version.unwrap_or_else(|| "canary".into()),
@@ -293,6 +296,7 @@ fn service(
                     template,
                     strategy: RolloutStrategy::Canary(CanaryStrategy {
                         steps: steps.into_iter().map(|(step, _)| step).collect(),
+                        analysis: None,
                     }),
                 };
                 (service, document)

@@ -37,7 +37,10 @@ fn spec_with(version: &str, replicas: u32, steps: Vec<CanaryStep>) -> ServiceSpe
             listen: "127.0.0.1:8080".to_owned(),
         },
         template: template(version),
-        strategy: crate::spec::Strategy::Canary(CanaryStrategy { steps }),
+        strategy: crate::spec::Strategy::Canary(CanaryStrategy {
+            steps,
+            analysis: None,
+        }),
     }
 }
 
@@ -71,7 +74,7 @@ fn ready(pairs: &[(u64, u32)]) -> Event {
 }
 
 fn desired(version: &str, replicas: u32, steps: Vec<CanaryStep>) -> Event {
-    Event::DesiredSpecChanged(spec_with(version, replicas, steps))
+    Event::DesiredSpecChanged(Box::new(spec_with(version, replicas, steps)))
 }
 
 fn op(action: OperatorAction) -> Event {
@@ -163,7 +166,7 @@ fn describe_effect(effect: &Effect) -> String {
 /// Run `script` from an empty rollout and compare the whole trace with `expected`.
 fn check(script: Vec<(u64, Event)>, expected: Expect) {
     let first_spec = match &script[0].1 {
-        Event::DesiredSpecChanged(spec) => spec.clone(),
+        Event::DesiredSpecChanged(spec) => (**spec).clone(),
         _ => spec_with("1.0.0", 1, vec![]),
     };
     let mut state = Rollout::new(first_spec);
@@ -479,7 +482,7 @@ fn progress_deadline_abort_aborts_a_canary_that_never_becomes_ready() {
         vec![
             (0, desired("1.0.0", 1, vec![])),
             (1, ready(&[(1, 1)])),
-            (10, Event::DesiredSpecChanged(spec)),
+            (10, Event::DesiredSpecChanged(Box::new(spec))),
             (70, Event::DeadlineReached),
         ],
         expect![[r#"
@@ -733,7 +736,7 @@ proptest! {
         for input in inputs {
             let event = match input {
                 Input::Desired { version, replicas, steps } => {
-                    Event::DesiredSpecChanged(spec_with(&format!("v{version}"), replicas, steps))
+                    Event::DesiredSpecChanged(Box::new(spec_with(&format!("v{version}"), replicas, steps)))
                 }
                 Input::Ready { per_revision } => Event::InstancesObserved {
                     ready: per_revision.iter().enumerate().map(|(i, n)| (i as u64 + 1, *n)).collect(),

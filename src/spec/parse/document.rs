@@ -583,7 +583,10 @@ fn read_strategy(
         None => Some(Vec::new()),
     };
     table.finish(reader);
-    Some(Strategy::Canary(CanaryStrategy { steps: steps? }))
+    Some(Strategy::Canary(CanaryStrategy {
+        steps: steps?,
+        analysis: None,
+    }))
 }
 
 fn read_steps(
@@ -1025,6 +1028,9 @@ fn read_metric(
         failure_limit: failure_limit?,
         inconclusive_limit: inconclusive_limit?,
         consecutive_error_limit: consecutive_error_limit?,
+        consecutive_success_limit: 0,
+        dry_run: false,
+        measurement_retention: None,
         provider: provider?,
     })
 }
