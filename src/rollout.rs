@@ -11,6 +11,7 @@
 //! executes any effect, and effects are idempotent, so after a crash [`resume_effects`] re-derives
 //! what must be true of the world from the persisted state alone.
 
+mod blue_green;
 #[cfg(test)]
 mod tests;
 
@@ -18,7 +19,10 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::spec::{AnalysisStep, CanaryScale, CanaryStep, ServiceSpec, Strategy, Template};
+use crate::spec::{
+    AnalysisStep, BackgroundAnalysis, BlueGreenStrategy, CanaryScale, CanaryStep, ServiceSpec,
+    Strategy, Template,
+};
 use crate::time::Timestamp;
 
 /// What an operator asked for (the CLI verbs).
@@ -123,6 +127,76 @@ pub enum StepProgress {
         /// Why.
         reason: String,
     },
+    /// Blue-green: the preview's instances are starting.
+    PreviewStarting {
+        /// When the wait began (the progress deadline counts from here).
+        since: Timestamp,
+    },
+    /// Blue-green: `prePromotionAnalysis` runs against the preview, before any user traffic.
+    PrePromotionAnalysis {
+        /// The run.
+        run_id: String,
+    },
+    /// Blue-green: the preview is ready; the switch happens at `until`, or on `promote` when
+    /// `None` (`autoPromotionEnabled: false`).
+    AwaitingPromotion {
+        /// When the automatic switch happens.
+        until: Option<Timestamp>,
+    },
+    /// Blue-green: the new version scales to full size before the switch.
+    ScalingUpForSwitch {
+        /// When the wait began.
+        since: Timestamp,
+    },
+    /// Blue-green: switched; `postPromotionAnalysis` runs while the old version is still warm.
+    PostPromotionAnalysis {
+        /// The run.
+        run_id: String,
+    },
+}
+
+/// How long an aborted blue-green preview keeps running (`abortScaleDownDelaySeconds`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum KeepWarm {
+    /// Scaled down (the canary strategy scales an aborted canary down at once).
+    #[default]
+    No,
+    /// Until this time.
+    Until(Timestamp),
+    /// Until retried or replaced (`abortScaleDownDelaySeconds: 0`).
+    Forever,
+}
+
+/// Background analysis of the current canary (`strategy.canary.analysis`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackgroundRun {
+    /// The run.
+    pub run_id: String,
+    /// Where it stands.
+    pub state: BackgroundState,
+}
+
+/// Where a background analysis run stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BackgroundState {
+    /// Measuring.
+    Running,
+    /// Ended Successful (every metric had a count); nothing more to do.
+    Successful,
+    /// Ended Inconclusive or Error: the rollout waits for `promote` (or `abort`).
+    Inconclusive {
+        /// What the run said.
+        message: String,
+    },
+}
+
+/// An old revision kept running for a while after it stopped receiving traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Retiring {
+    /// The revision.
+    pub revision: u64,
+    /// When its instances are stopped.
+    pub until: Timestamp,
 }
 
 /// The canary in progress (or aborted).
@@ -138,6 +212,15 @@ pub struct Canary {
     pub weight_percent: u8,
     /// Instance count override from `setCanaryScale`; `None` follows the weight.
     pub scale: Option<CanaryScale>,
+    /// Background analysis, once started.
+    #[serde(default)]
+    pub background: Option<BackgroundRun>,
+    /// Blue-green: how long an aborted preview keeps running.
+    #[serde(default)]
+    pub keep_warm: KeepWarm,
+    /// Blue-green: `promote --full` asked to skip every remaining analysis.
+    #[serde(default)]
+    pub full_promotion: bool,
 }
 
 /// One service's rollout: the whole persisted state of the core.
@@ -156,8 +239,11 @@ pub struct Rollout {
     pub last_revision: u64,
     /// The stable revision.
     pub stable: Option<u64>,
-    /// The canary, if a rollout is in progress or aborted.
+    /// The canary (blue-green: the preview), if a rollout is in progress or aborted.
     pub canary: Option<Canary>,
+    /// Old revisions still running after the switch (blue-green `scaleDownDelaySeconds`).
+    #[serde(default)]
+    pub retiring: Vec<Retiring>,
     /// Since when an operator paused the rollout.
     pub manual_pause_since: Option<Timestamp>,
     /// When the stable revision began to wait for its instances (first deploy, scale-up).
@@ -232,8 +318,11 @@ pub struct Weights {
     pub stable: Option<u64>,
     /// Canary revision, `None` when no canary may receive traffic.
     pub canary: Option<u64>,
-    /// Percentage of requests to the canary.
+    /// Percentage of the main listener's requests to the canary (blue-green: 0 before the switch,
+    /// 100 after it).
     pub canary_percent: u8,
+    /// Blue-green: the revision the preview listener serves.
+    pub preview: Option<u64>,
 }
 
 /// What the shell must do; every effect is idempotent.
@@ -281,6 +370,7 @@ impl Rollout {
             last_revision: 0,
             stable: None,
             canary: None,
+            retiring: Vec::new(),
             manual_pause_since: None,
             stable_waiting_since: None,
             ready: BTreeMap::new(),
@@ -298,6 +388,37 @@ impl Rollout {
             Strategy::Canary(canary) => &canary.steps,
             Strategy::BlueGreen(_) => &[],
         }
+    }
+
+    /// The blue-green strategy, if the service uses it.
+    pub fn blue_green(&self) -> Option<&BlueGreenStrategy> {
+        match &self.spec.strategy {
+            Strategy::BlueGreen(blue_green) => Some(blue_green),
+            Strategy::Canary(_) => None,
+        }
+    }
+
+    /// Background analysis of the canary strategy, if configured.
+    pub fn background_analysis(&self) -> Option<&BackgroundAnalysis> {
+        match &self.spec.strategy {
+            Strategy::Canary(canary) => canary.analysis.as_ref(),
+            Strategy::BlueGreen(_) => None,
+        }
+    }
+
+    /// Whether progress is held: by an operator's pause, or by an inconclusive background analysis.
+    pub fn is_halted(&self) -> bool {
+        self.manual_pause_since.is_some()
+            || matches!(
+                self.canary,
+                Some(Canary {
+                    background: Some(BackgroundRun {
+                        state: BackgroundState::Inconclusive { .. },
+                        ..
+                    }),
+                    ..
+                })
+            )
     }
 
     /// The revision with this number, if it is kept.
@@ -347,6 +468,18 @@ impl Rollout {
                 count: self.canary_instances_needed(canary),
             });
         }
+        for retiring in &self.retiring {
+            let already = targets
+                .iter()
+                .any(|target| target.revision == retiring.revision);
+            if let (false, Some(revision)) = (already, self.revision(retiring.revision)) {
+                targets.push(InstanceTarget {
+                    revision: revision.number,
+                    template: revision.template.clone(),
+                    count: self.spec.replicas,
+                });
+            }
+        }
         targets
     }
 
@@ -357,21 +490,40 @@ impl Rollout {
                 stable: self.stable,
                 canary: Some(canary.revision),
                 canary_percent: canary.weight_percent,
+                preview: self.blue_green().map(|_| canary.revision),
             },
             _ => Weights {
                 stable: self.stable,
                 canary: None,
                 canary_percent: 0,
+                preview: None,
             },
         }
     }
 
     /// How many canary instances the current step needs.
     fn canary_instances_needed(&self, canary: &Canary) -> u32 {
+        let replicas = self.spec.replicas;
+        if let Some(blue_green) = self.blue_green() {
+            let preview = blue_green
+                .preview_replica_count
+                .unwrap_or(replicas)
+                .min(replicas);
+            return match &canary.progress {
+                StepProgress::Aborted { .. } => match canary.keep_warm {
+                    KeepWarm::No => 0,
+                    KeepWarm::Until(_) | KeepWarm::Forever => preview,
+                },
+                StepProgress::PreviewStarting { .. }
+                | StepProgress::PrePromotionAnalysis { .. }
+                | StepProgress::AwaitingPromotion { .. } => preview,
+                StepProgress::AnalysisInconclusive { .. } if canary.weight_percent == 0 => preview,
+                _ => replicas,
+            };
+        }
         if matches!(canary.progress, StepProgress::Aborted { .. }) {
             return 0;
         }
-        let replicas = self.spec.replicas;
         if canary.step_index >= self.steps().len() {
             return replicas;
         }
@@ -410,10 +562,11 @@ impl Rollout {
 
     /// Keep stable, canary and the latest `revisionHistoryLimit` other revisions.
     fn prune_history(&mut self) {
-        let keep_current = [
+        let mut keep_current = vec![
             self.stable,
             self.canary.as_ref().map(|canary| canary.revision),
         ];
+        keep_current.extend(self.retiring.iter().map(|retiring| Some(retiring.revision)));
         let limit = usize::try_from(self.spec.revision_history_limit).unwrap_or(usize::MAX);
         let mut others: Vec<u64> = self
             .revisions
@@ -477,26 +630,60 @@ pub fn resume_effects(state: &Rollout) -> Vec<Effect> {
         Effect::SetWeights(state.weights()),
         Effect::SetInstances(state.instance_targets()),
     ];
-    if let Some(Canary {
-        progress: StepProgress::Analyzing { run_id },
-        step_index,
-        ..
-    }) = &state.canary
+    let Some(canary) = &state.canary else {
+        return effects;
+    };
+    let step_run = match (&canary.progress, state.blue_green()) {
+        (StepProgress::Analyzing { run_id }, None) => match state.steps().get(canary.step_index) {
+            Some(CanaryStep::Analysis(analysis)) => Some((run_id, analysis)),
+            _ => None,
+        },
+        (StepProgress::PrePromotionAnalysis { run_id }, Some(blue_green)) => blue_green
+            .pre_promotion_analysis
+            .as_ref()
+            .map(|analysis| (run_id, analysis)),
+        (StepProgress::PostPromotionAnalysis { run_id }, Some(blue_green)) => blue_green
+            .post_promotion_analysis
+            .as_ref()
+            .map(|analysis| (run_id, analysis)),
+        _ => None,
+    };
+    if let Some((run_id, analysis)) = step_run {
+        effects.push(Effect::StartAnalysis {
+            run_id: run_id.clone(),
+            analysis: analysis.clone(),
+        });
+    }
+    if let (
+        Some(BackgroundRun {
+            run_id,
+            state: BackgroundState::Running,
+        }),
+        Some(background),
+    ) = (&canary.background, state.background_analysis())
     {
-        if let Some(CanaryStep::Analysis(analysis)) = state.steps().get(*step_index) {
-            effects.push(Effect::StartAnalysis {
-                run_id: run_id.clone(),
-                analysis: analysis.clone(),
-            });
-        }
+        effects.push(Effect::StartAnalysis {
+            run_id: run_id.clone(),
+            analysis: background.analysis.clone(),
+        });
     }
     effects
 }
 
 /// When [`step`] must next be called with [`Event::DeadlineReached`], if ever.
 pub fn next_deadline(state: &Rollout) -> Option<Timestamp> {
-    if state.manual_pause_since.is_some() {
-        return None;
+    let retiring = state.retiring.iter().map(|retiring| retiring.until).min();
+    let keep_warm = match &state.canary {
+        Some(Canary {
+            keep_warm: KeepWarm::Until(until),
+            progress: StepProgress::Aborted { .. },
+            ..
+        }) => Some(*until),
+        _ => None,
+    };
+    let housekeeping = [retiring, keep_warm].into_iter().flatten().min();
+    if state.is_halted() {
+        return housekeeping;
     }
     let progress_deadline = |since: Timestamp| {
         if state.progress_deadline_exceeded {
@@ -508,18 +695,16 @@ pub fn next_deadline(state: &Rollout) -> Option<Timestamp> {
         }
     };
     let stable_deadline = state.stable_waiting_since.and_then(progress_deadline);
-    let canary_deadline = match &state.canary {
-        Some(Canary {
-            progress: StepProgress::Paused { until },
-            ..
-        }) => *until,
-        Some(Canary {
-            progress: StepProgress::WaitingForInstances { since },
-            ..
-        }) => progress_deadline(*since),
+    let canary_deadline = match state.canary.as_ref().map(|canary| &canary.progress) {
+        Some(StepProgress::Paused { until } | StepProgress::AwaitingPromotion { until }) => *until,
+        Some(
+            StepProgress::WaitingForInstances { since }
+            | StepProgress::PreviewStarting { since }
+            | StepProgress::ScalingUpForSwitch { since },
+        ) => progress_deadline(*since),
         _ => None,
     };
-    [stable_deadline, canary_deadline]
+    [stable_deadline, canary_deadline, housekeeping]
         .into_iter()
         .flatten()
         .min()
@@ -572,6 +757,8 @@ impl Transition<'_> {
     fn desired_spec_changed(&mut self, spec: ServiceSpec) {
         let template = spec.template.clone();
         let steps_changed = self.state.spec.strategy != spec.strategy;
+        let kind_changed = std::mem::discriminant(&self.state.spec.strategy)
+            != std::mem::discriminant(&spec.strategy);
         self.state.spec = spec;
         let canary_template = self
             .state
@@ -583,8 +770,11 @@ impl Transition<'_> {
             || canary_template.as_ref() == Some(&template);
         if same_rollout {
             self.state.desired_template = Some(template);
-            if self.state.canary.is_some() && !self.state.is_aborted() && steps_changed {
-                self.restart_current_step();
+            // A changed blue-green setting applies from the next state on; changed canary steps
+            // (or a different strategy) start the current step again.
+            let restart = steps_changed && (kind_changed || self.state.blue_green().is_none());
+            if self.state.canary.is_some() && !self.state.is_aborted() && restart {
+                self.restart_current_step(kind_changed);
             } else {
                 self.clamp_step_index();
             }
@@ -626,13 +816,27 @@ impl Transition<'_> {
 
     /// The steps changed under a running canary: the current step may no longer exist or be a
     /// different step, so start it again at the same index (the end of a shorter list promotes).
-    fn restart_current_step(&mut self) {
-        self.stop_running_analysis("the steps changed");
+    /// When the strategy's kind changed (canary ↔ blue-green), the rollout starts over under
+    /// the new one, with no traffic on the new version.
+    fn restart_current_step(&mut self, kind_changed: bool) {
+        self.stop_running_analysis("the strategy changed");
+        self.stop_background_analysis("the strategy changed");
         self.clamp_step_index();
         if let Some(canary) = &mut self.state.canary {
             canary.progress = StepProgress::WaitingForInstances { since: self.now };
+            canary.background = None;
+            if kind_changed {
+                canary.step_index = 0;
+                canary.weight_percent = 0;
+                canary.scale = None;
+                canary.full_promotion = false;
+            }
         }
-        self.enter_step();
+        if self.state.blue_green().is_some() {
+            self.start_preview();
+        } else {
+            self.enter_step();
+        }
     }
 
     fn clamp_step_index(&mut self) {
@@ -644,6 +848,7 @@ impl Transition<'_> {
 
     fn supersede_canary(&mut self, why: String) {
         self.stop_running_analysis("the canary was superseded");
+        self.stop_background_analysis("the canary was superseded");
         if let Some(revision) = self.state.canary_revision().map(|revision| revision.number) {
             self.record(
                 "RolloutSuperseded",
@@ -666,19 +871,93 @@ impl Transition<'_> {
             progress: StepProgress::WaitingForInstances { since: self.now },
             weight_percent: 0,
             scale: None,
+            background: None,
+            keep_warm: KeepWarm::No,
+            full_promotion: false,
         });
         self.state.completion = None;
         self.state.manual_pause_since = None;
         self.state.progress_deadline_exceeded = false;
-        self.record(
-            "RolloutStarted",
-            format!(
-                "canary revision {number} ({version}) started with {} steps",
-                self.state.steps().len()
-            ),
-        );
-        self.enter_step();
+        if self.state.blue_green().is_some() {
+            self.record(
+                "RolloutStarted",
+                format!("blue-green revision {number} ({version}) started as the preview"),
+            );
+            self.start_preview();
+        } else {
+            self.record(
+                "RolloutStarted",
+                format!(
+                    "canary revision {number} ({version}) started with {} steps",
+                    self.state.steps().len()
+                ),
+            );
+            self.enter_step();
+        }
         self.state.prune_history();
+    }
+
+    fn next_run_id(&mut self, revision: u64, what: &str) -> String {
+        self.state.analysis_runs_started += 1;
+        format!(
+            "{}-r{revision}-{what}-{}",
+            self.state.service, self.state.analysis_runs_started
+        )
+    }
+
+    /// Start background analysis once the canary has reached its `startingStep`.
+    fn maybe_start_background(&mut self) {
+        let Some(background) = self.state.background_analysis().cloned() else {
+            return;
+        };
+        let Some(canary) = &self.state.canary else {
+            return;
+        };
+        if canary.background.is_some()
+            || canary.step_index < background.starting_step
+            || matches!(canary.progress, StepProgress::Aborted { .. })
+        {
+            return;
+        }
+        let run_id = self.next_run_id(canary.revision, "bg");
+        if let Some(canary) = &mut self.state.canary {
+            canary.background = Some(BackgroundRun {
+                run_id: run_id.clone(),
+                state: BackgroundState::Running,
+            });
+        }
+        self.record(
+            "BackgroundAnalysisStarted",
+            format!("background analysis {run_id} runs until the rollout ends"),
+        );
+        self.effects.push(Effect::StartAnalysis {
+            run_id,
+            analysis: background.analysis,
+        });
+    }
+
+    fn stop_background_analysis(&mut self, reason: &str) {
+        if let Some(Canary {
+            background:
+                Some(BackgroundRun {
+                    run_id,
+                    state: BackgroundState::Running,
+                }),
+            ..
+        }) = &self.state.canary
+        {
+            self.effects.push(Effect::StopAnalysis {
+                run_id: run_id.clone(),
+                reason: reason.to_owned(),
+            });
+        }
+        if let Some(Canary {
+            background: Some(background),
+            ..
+        }) = &mut self.state.canary
+        {
+            background.state = BackgroundState::Successful;
+        }
     }
 
     /// Start the step at the current index, and go on through every step that completes at once.
@@ -701,11 +980,7 @@ impl Transition<'_> {
                     until: duration.map(|duration| self.now.plus(duration)),
                 },
                 CanaryStep::Analysis(analysis) => {
-                    self.state.analysis_runs_started += 1;
-                    let run_id = format!(
-                        "{}-r{revision}-s{index}-{}",
-                        self.state.service, self.state.analysis_runs_started
-                    );
+                    let run_id = self.next_run_id(revision, &format!("s{index}"));
                     self.effects.push(Effect::StartAnalysis {
                         run_id: run_id.clone(),
                         analysis,
@@ -716,6 +991,7 @@ impl Transition<'_> {
             if let Some(canary) = &mut self.state.canary {
                 canary.progress = progress;
             }
+            self.maybe_start_background();
             if !self.try_complete_waiting_step() {
                 return;
             }
@@ -794,8 +1070,24 @@ impl Transition<'_> {
         if self.state.ready_count(canary.revision) < self.state.spec.replicas {
             return;
         }
+        self.stop_background_analysis("the rollout was promoted");
+        self.complete_promotion(None);
+    }
+
+    /// The canary (or preview) becomes stable. `keep_previous_for` keeps the old stable running
+    /// for a while (blue-green `scaleDownDelaySeconds`).
+    fn complete_promotion(&mut self, keep_previous_for: Option<std::time::Duration>) {
+        let Some(canary) = &self.state.canary else {
+            return;
+        };
         let revision = canary.revision;
         let previous = self.state.stable;
+        if let (Some(previous), Some(delay)) = (previous, keep_previous_for) {
+            self.state.retiring.push(Retiring {
+                revision: previous,
+                until: self.now.plus(delay),
+            });
+        }
         self.state.stable = Some(revision);
         self.state.canary = None;
         self.state.stable_waiting_since = None;
@@ -837,10 +1129,12 @@ impl Transition<'_> {
                 self.state.stable_waiting_since = Some(self.now);
             }
         }
-        if self.state.manual_pause_since.is_some() {
+        if self.state.is_halted() {
             return;
         }
-        if self.try_complete_waiting_step() {
+        if self.state.blue_green().is_some() {
+            self.blue_green_progress();
+        } else if self.try_complete_waiting_step() {
             self.enter_step();
         } else {
             self.try_finish_promotion();
@@ -848,15 +1142,35 @@ impl Transition<'_> {
     }
 
     fn analysis_completed(&mut self, run_id: &str, outcome: AnalysisOutcome, message: String) {
-        let current = match &self.state.canary {
-            Some(Canary {
-                progress: StepProgress::Analyzing { run_id: current },
-                ..
-            }) => current.clone(),
+        let Some(canary) = &self.state.canary else {
+            return;
+        };
+        if let Some(BackgroundRun {
+            run_id: background,
+            state: BackgroundState::Running,
+        }) = &canary.background
+        {
+            if background == run_id {
+                self.background_completed(run_id, outcome, message);
+                return;
+            }
+        }
+        let current = match &canary.progress {
+            StepProgress::Analyzing { run_id: current }
+            | StepProgress::PrePromotionAnalysis { run_id: current }
+            | StepProgress::PostPromotionAnalysis { run_id: current } => current.clone(),
             // A run that no longer gates anything (superseded, promoted past, aborted) is history.
             _ => return,
         };
         if current != run_id {
+            return;
+        }
+        if self.state.blue_green().is_some() && outcome == AnalysisOutcome::Successful {
+            self.record(
+                "AnalysisSuccessful",
+                format!("analysis run {run_id} succeeded"),
+            );
+            self.blue_green_analysis_succeeded();
             return;
         }
         match outcome {
@@ -895,11 +1209,75 @@ impl Transition<'_> {
         }
     }
 
+    fn background_completed(&mut self, run_id: &str, outcome: AnalysisOutcome, message: String) {
+        let state = match outcome {
+            AnalysisOutcome::Successful => {
+                self.record(
+                    "AnalysisSuccessful",
+                    format!("background analysis {run_id} succeeded"),
+                );
+                BackgroundState::Successful
+            }
+            AnalysisOutcome::Failed => {
+                self.record(
+                    "AnalysisFailed",
+                    format!("background analysis {run_id} failed: {message}"),
+                );
+                if let Some(Canary {
+                    background: Some(background),
+                    ..
+                }) = &mut self.state.canary
+                {
+                    background.state = BackgroundState::Successful;
+                }
+                self.abort(format!("background analysis {run_id} failed: {message}"));
+                return;
+            }
+            AnalysisOutcome::Inconclusive | AnalysisOutcome::Error => {
+                self.record(
+                    "AnalysisInconclusive",
+                    format!(
+                        "background analysis {run_id}: {message}; waiting for promote or abort"
+                    ),
+                );
+                BackgroundState::Inconclusive { message }
+            }
+        };
+        if let Some(Canary {
+            background: Some(background),
+            ..
+        }) = &mut self.state.canary
+        {
+            background.state = state;
+        }
+    }
+
     fn deadline_reached(&mut self) {
-        if self.state.manual_pause_since.is_some() {
+        let now = self.now;
+        let expired: Vec<u64> = self
+            .state
+            .retiring
+            .iter()
+            .filter(|retiring| retiring.until <= now)
+            .map(|retiring| retiring.revision)
+            .collect();
+        for revision in expired {
+            self.state
+                .retiring
+                .retain(|retiring| retiring.revision != revision);
+            self.record(
+                "ScaledDown",
+                format!("revision {revision} scaled down after the scale-down delay"),
+            );
+        }
+        if let Some(canary) = &mut self.state.canary {
+            if matches!(canary.keep_warm, KeepWarm::Until(until) if until <= now) {
+                canary.keep_warm = KeepWarm::No;
+            }
+        }
+        if self.state.is_halted() {
             return;
         }
-        let now = self.now;
         let deadline =
             std::time::Duration::from_secs(u64::from(self.state.spec.progress_deadline_seconds));
         if let Some(since) = self.state.stable_waiting_since {
@@ -915,6 +1293,24 @@ impl Transition<'_> {
             return;
         };
         match canary.progress.clone() {
+            StepProgress::AwaitingPromotion { until: Some(until) } if now >= until => {
+                self.record(
+                    "AutoPromotion",
+                    "autoPromotionSeconds elapsed: switching".to_owned(),
+                );
+                self.begin_switch();
+            }
+            StepProgress::PreviewStarting { since }
+            | StepProgress::ScalingUpForSwitch { since }
+                if now >= since.plus(deadline) && !self.state.progress_deadline_exceeded =>
+            {
+                self.state.progress_deadline_exceeded = true;
+                let message = format!("new instances not ready within {}s", deadline.as_secs());
+                self.record("ProgressDeadlineExceeded", message.clone());
+                if self.state.spec.progress_deadline_abort {
+                    self.abort(format!("ProgressDeadlineExceeded: {message}"));
+                }
+            }
             StepProgress::Paused { until: Some(until) } if now >= until => {
                 let index = canary.step_index;
                 self.record("PauseEnded", format!("step {}: pause ended", index + 1));
@@ -935,9 +1331,13 @@ impl Transition<'_> {
         }
     }
 
+    /// Stop the analysis that gates the current step (not the background analysis).
     fn stop_running_analysis(&mut self, reason: &str) {
         if let Some(Canary {
-            progress: StepProgress::Analyzing { run_id },
+            progress:
+                StepProgress::Analyzing { run_id }
+                | StepProgress::PrePromotionAnalysis { run_id }
+                | StepProgress::PostPromotionAnalysis { run_id },
             ..
         }) = &self.state.canary
         {
@@ -950,6 +1350,14 @@ impl Transition<'_> {
 
     fn abort(&mut self, reason: String) {
         self.stop_running_analysis("the rollout was aborted");
+        self.stop_background_analysis("the rollout was aborted");
+        let keep_warm = match self.state.blue_green() {
+            None => KeepWarm::No,
+            Some(blue_green) if blue_green.abort_scale_down_delay_seconds == 0 => KeepWarm::Forever,
+            Some(blue_green) => KeepWarm::Until(self.now.plus(std::time::Duration::from_secs(
+                u64::from(blue_green.abort_scale_down_delay_seconds),
+            ))),
+        };
         let Some(canary) = &mut self.state.canary else {
             return;
         };
@@ -958,6 +1366,7 @@ impl Transition<'_> {
         };
         canary.weight_percent = 0;
         canary.scale = None;
+        canary.keep_warm = keep_warm;
         let revision = canary.revision;
         self.state.manual_pause_since = None;
         self.state.completion = Some(Completion::Aborted);
@@ -986,9 +1395,16 @@ impl Transition<'_> {
                 canary.step_index = 0;
                 canary.weight_percent = 0;
                 canary.scale = None;
+                canary.background = None;
+                canary.keep_warm = KeepWarm::No;
+                canary.full_promotion = false;
                 canary.progress = StepProgress::WaitingForInstances { since: self.now };
                 self.state.completion = None;
                 self.state.progress_deadline_exceeded = false;
+                if self.state.blue_green().is_some() {
+                    self.start_preview();
+                    return Ok("retrying: the preview starts again".to_owned());
+                }
                 self.enter_step();
                 Ok("retrying the rollout from the first step".to_owned())
             }
@@ -1010,10 +1426,13 @@ impl Transition<'_> {
                 let paused_for = self.now.since(since);
                 if let Some(canary) = &mut self.state.canary {
                     match &mut canary.progress {
-                        StepProgress::Paused { until: Some(until) } => {
+                        StepProgress::Paused { until: Some(until) }
+                        | StepProgress::AwaitingPromotion { until: Some(until) } => {
                             *until = until.plus(paused_for)
                         }
-                        StepProgress::WaitingForInstances { since } => {
+                        StepProgress::WaitingForInstances { since }
+                        | StepProgress::PreviewStarting { since }
+                        | StepProgress::ScalingUpForSwitch { since } => {
                             *since = since.plus(paused_for)
                         }
                         _ => {}
@@ -1039,6 +1458,24 @@ impl Transition<'_> {
 
     fn promote(&mut self, full: bool) -> Result<String, String> {
         self.require_active_canary()?;
+        if self.state.blue_green().is_some() {
+            return self.promote_blue_green(full);
+        }
+        if let Some(Canary {
+            background:
+                Some(BackgroundRun {
+                    state: background @ BackgroundState::Inconclusive { .. },
+                    ..
+                }),
+            ..
+        }) = &mut self.state.canary
+        {
+            // Argo: promoting past an inconclusive analysis is the human's verdict "go on".
+            *background = BackgroundState::Successful;
+            self.state.manual_pause_since = None;
+            self.progress();
+            return Ok("background analysis was inconclusive: continuing as asked".to_owned());
+        }
         let steps = self.state.steps().len();
         let Some(canary) = &self.state.canary else {
             return Err("no rollout in progress".to_owned());
@@ -1174,6 +1611,39 @@ impl Transition<'_> {
                 _ if state.manual_pause_since.is_some() => {
                     (Phase::Paused, "manually paused".to_owned())
                 }
+                _ if state.is_halted() => {
+                    let message = match &canary.background {
+                        Some(BackgroundRun {
+                            state: BackgroundState::Inconclusive { message },
+                            ..
+                        }) => message.clone(),
+                        _ => String::new(),
+                    };
+                    (Phase::Paused, format!("InconclusiveAnalysisRun: {message}"))
+                }
+                StepProgress::PreviewStarting { .. } | StepProgress::ScalingUpForSwitch { .. }
+                    if state.progress_deadline_exceeded =>
+                {
+                    (
+                        Phase::Degraded,
+                        format!(
+                            "ProgressDeadlineExceeded: new instances {}/{} ready",
+                            state.ready_count(canary.revision),
+                            state.canary_instances_needed(canary)
+                        ),
+                    )
+                }
+                StepProgress::PreviewStarting { .. }
+                | StepProgress::PrePromotionAnalysis { .. }
+                | StepProgress::AwaitingPromotion { .. }
+                | StepProgress::ScalingUpForSwitch { .. }
+                | StepProgress::PostPromotionAnalysis { .. } => blue_green::describe(
+                    canary,
+                    state.ready_count(canary.revision),
+                    state.canary_instances_needed(canary),
+                    state.spec.replicas,
+                )
+                .unwrap_or((Phase::Progressing, String::new())),
                 StepProgress::Paused { .. } => (Phase::Paused, "CanaryPauseStep".to_owned()),
                 StepProgress::AnalysisInconclusive { message, .. } => {
                     (Phase::Paused, format!("InconclusiveAnalysisRun: {message}"))
@@ -1229,6 +1699,28 @@ pub fn check_invariants(state: &Rollout) -> Result<(), String> {
             return Err("step index past the end".to_owned());
         }
         let step = state.steps().get(canary.step_index);
+        if state.blue_green().is_some() {
+            if !matches!(canary.weight_percent, 0 | 100) {
+                return Err(format!("blue-green weight {}", canary.weight_percent));
+            }
+            if matches!(
+                canary.progress,
+                StepProgress::WaitingForInstances { .. }
+                    | StepProgress::Paused { .. }
+                    | StepProgress::Analyzing { .. }
+            ) {
+                return Err("a canary step in a blue-green rollout".to_owned());
+            }
+        } else if matches!(
+            canary.progress,
+            StepProgress::PreviewStarting { .. }
+                | StepProgress::PrePromotionAnalysis { .. }
+                | StepProgress::AwaitingPromotion { .. }
+                | StepProgress::ScalingUpForSwitch { .. }
+                | StepProgress::PostPromotionAnalysis { .. }
+        ) {
+            return Err("a blue-green state in a canary rollout".to_owned());
+        }
         match &canary.progress {
             StepProgress::Aborted { .. } => {
                 if canary.weight_percent != 0 || state.weights().canary_percent != 0 {
@@ -1242,7 +1734,8 @@ pub fn check_invariants(state: &Rollout) -> Result<(), String> {
                 return Err("paused outside a pause step".to_owned());
             }
             StepProgress::Analyzing { .. } | StepProgress::AnalysisInconclusive { .. }
-                if !matches!(step, Some(CanaryStep::Analysis(_))) =>
+                if state.blue_green().is_none()
+                    && !matches!(step, Some(CanaryStep::Analysis(_))) =>
             {
                 return Err("analysing outside an analysis step".to_owned());
             }
@@ -1267,7 +1760,7 @@ pub fn check_invariants(state: &Rollout) -> Result<(), String> {
         return Err(format!("revisions not ascending: {numbers:?}"));
     }
     let limit = usize::try_from(state.spec.revision_history_limit).unwrap_or(usize::MAX);
-    if state.revisions.len() > limit + 2 {
+    if state.revisions.len() > limit + 2 + state.retiring.len() {
         return Err(format!(
             "{} revisions kept, limit {limit}",
             state.revisions.len()

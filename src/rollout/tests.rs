@@ -119,6 +119,14 @@ fn describe_state(state: &Rollout) -> String {
                 StepProgress::Analyzing { run_id } => format!("analyzing {run_id}"),
                 StepProgress::AnalysisInconclusive { .. } => "inconclusive".to_owned(),
                 StepProgress::Aborted { .. } => "aborted".to_owned(),
+                StepProgress::PreviewStarting { .. } => "preview starting".to_owned(),
+                StepProgress::PrePromotionAnalysis { run_id } => format!("pre-analysis {run_id}"),
+                StepProgress::AwaitingPromotion { until: None } => "awaiting promotion".to_owned(),
+                StepProgress::AwaitingPromotion { until: Some(until) } => {
+                    format!("awaiting promotion until {}s", until.as_millis() / 1000)
+                }
+                StepProgress::ScalingUpForSwitch { .. } => "scaling up for the switch".to_owned(),
+                StepProgress::PostPromotionAnalysis { run_id } => format!("post-analysis {run_id}"),
             };
             format!("r{} step {} {progress}", canary.revision, canary.step_index)
         }
@@ -671,18 +679,57 @@ fn arbitrary_step() -> impl Generator<Value = CanaryStep> {
     ]
 }
 
+/// Which strategy a generated spec uses.
+#[derive(Debug, Clone)]
+enum Flavour {
+    Canary,
+    CanaryWithBackground(usize),
+    BlueGreen {
+        auto_promotion: Option<u32>,
+        pre: bool,
+        post: bool,
+        preview: u32,
+        delay: u32,
+    },
+}
+
+fn arbitrary_flavour() -> impl Generator<Value = Flavour> {
+    prop_oneof![
+        Just(Flavour::Canary),
+        (0usize..4).prop_map(Flavour::CanaryWithBackground),
+        (
+            proptest::option::of(0u32..100),
+            any::<bool>(),
+            any::<bool>(),
+            1u32..4,
+            0u32..60
+        )
+            .prop_map(
+                |(auto_promotion, pre, post, preview, delay)| Flavour::BlueGreen {
+                    auto_promotion,
+                    pre,
+                    post,
+                    preview,
+                    delay
+                }
+            ),
+    ]
+}
+
 #[derive(Debug, Clone)]
 enum Input {
     Desired {
         version: u8,
         replicas: u32,
         steps: Vec<CanaryStep>,
+        flavour: Flavour,
     },
     Ready {
         per_revision: Vec<u32>,
     },
     Analysis {
         current: bool,
+        pick_last: bool,
         outcome: AnalysisOutcome,
     },
     Deadline,
@@ -709,17 +756,24 @@ fn arbitrary_input() -> impl Generator<Value = Input> {
         (
             0u8..4,
             1u32..4,
-            proptest::collection::vec(arbitrary_step(), 0..6)
+            proptest::collection::vec(arbitrary_step(), 0..6),
+            arbitrary_flavour()
         )
-            .prop_map(|(version, replicas, steps)| Input::Desired {
+            .prop_map(|(version, replicas, steps, flavour)| Input::Desired {
                 version,
                 replicas,
-                steps
+                steps,
+                flavour
             }),
         proptest::collection::vec(0u32..5, 0..8)
             .prop_map(|per_revision| Input::Ready { per_revision }),
-        (any::<bool>(), outcome)
-            .prop_map(|(current, outcome)| Input::Analysis { current, outcome }),
+        (any::<bool>(), any::<bool>(), outcome).prop_map(|(current, pick_last, outcome)| {
+            Input::Analysis {
+                current,
+                pick_last,
+                outcome,
+            }
+        }),
         Just(Input::Deadline),
         action.prop_map(Input::Operator),
         (1u64..2000).prop_map(Input::Wait),
@@ -735,15 +789,49 @@ proptest! {
         let mut now = Timestamp(0);
         for input in inputs {
             let event = match input {
-                Input::Desired { version, replicas, steps } => {
-                    Event::DesiredSpecChanged(Box::new(spec_with(&format!("v{version}"), replicas, steps)))
+                Input::Desired { version, replicas, steps, flavour } => {
+                    let mut spec = spec_with(&format!("v{version}"), replicas, steps);
+                    match flavour {
+                        Flavour::Canary => {}
+                        Flavour::CanaryWithBackground(starting_step) => {
+                            if let crate::spec::Strategy::Canary(canary) = &mut spec.strategy {
+                                canary.analysis = Some(crate::spec::BackgroundAnalysis {
+                                    analysis: AnalysisStep { templates: vec!["t".to_owned()], args: BTreeMap::new() },
+                                    starting_step,
+                                });
+                            }
+                        }
+                        Flavour::BlueGreen { auto_promotion, pre, post, preview, delay } => {
+                            let mut blue_green = blue_green_spec("x", auto_promotion, pre, post);
+                            if let crate::spec::Strategy::BlueGreen(strategy) = &mut blue_green.strategy {
+                                strategy.preview_replica_count = Some(preview);
+                                strategy.scale_down_delay_seconds = delay;
+                                strategy.abort_scale_down_delay_seconds = delay;
+                            }
+                            spec.strategy = blue_green.strategy;
+                        }
+                    }
+                    Event::DesiredSpecChanged(Box::new(spec))
                 }
                 Input::Ready { per_revision } => Event::InstancesObserved {
                     ready: per_revision.iter().enumerate().map(|(i, n)| (i as u64 + 1, *n)).collect(),
                 },
-                Input::Analysis { current, outcome } => {
-                    let run_id = match (&state.canary, current) {
-                        (Some(Canary { progress: StepProgress::Analyzing { run_id }, .. }), true) => run_id.clone(),
+                Input::Analysis { current, pick_last, outcome } => {
+                    let mut running = Vec::new();
+                    if let Some(canary) = &state.canary {
+                        if let StepProgress::Analyzing { run_id }
+                        | StepProgress::PrePromotionAnalysis { run_id }
+                        | StepProgress::PostPromotionAnalysis { run_id } = &canary.progress
+                        {
+                            running.push(run_id.clone());
+                        }
+                        if let Some(BackgroundRun { run_id, state: BackgroundState::Running }) = &canary.background {
+                            running.push(run_id.clone());
+                        }
+                    }
+                    let chosen = if pick_last { running.last() } else { running.first() };
+                    let run_id = match (chosen, current) {
+                        (Some(run_id), true) => run_id.clone(),
                         _ => "stale-run".to_owned(),
                     };
                     Event::AnalysisCompleted { run_id, outcome, message: "m".to_owned() }
@@ -777,4 +865,313 @@ proptest! {
             state = next;
         }
     }
+}
+
+// === blue-green ===
+
+fn blue_green_spec(
+    version: &str,
+    auto_promotion: Option<u32>,
+    pre: bool,
+    post: bool,
+) -> ServiceSpec {
+    let mut spec = spec_with(version, 2, vec![]);
+    spec.strategy = crate::spec::Strategy::BlueGreen(crate::spec::BlueGreenStrategy {
+        preview_listen: Some("127.0.0.1:8081".to_owned()),
+        preview_replica_count: Some(1),
+        auto_promotion_enabled: auto_promotion.is_some(),
+        auto_promotion_seconds: auto_promotion,
+        pre_promotion_analysis: pre.then(|| AnalysisStep {
+            templates: vec!["smoke".to_owned()],
+            args: BTreeMap::new(),
+        }),
+        post_promotion_analysis: post.then(|| AnalysisStep {
+            templates: vec!["success-rate".to_owned()],
+            args: BTreeMap::new(),
+        }),
+        scale_down_delay_seconds: 30,
+        abort_scale_down_delay_seconds: 30,
+    });
+    spec
+}
+
+fn blue_green(version: &str, auto_promotion: Option<u32>, pre: bool, post: bool) -> Event {
+    Event::DesiredSpecChanged(Box::new(blue_green_spec(
+        version,
+        auto_promotion,
+        pre,
+        post,
+    )))
+}
+
+#[test]
+fn blue_green_previews_analyses_switches_and_keeps_the_old_version_warm() {
+    check(
+        vec![
+            (0, blue_green("1.0.0", Some(30), true, true)),
+            (1, ready(&[(1, 2)])),
+            (10, blue_green("2.0.0", Some(30), true, true)),
+            (12, ready(&[(1, 2), (2, 1)])),
+            (
+                20,
+                analysis_done("web-r2-pre-1", AnalysisOutcome::Successful),
+            ),
+            (50, Event::DeadlineReached),
+            (52, ready(&[(1, 2), (2, 2)])),
+            (
+                60,
+                analysis_done("web-r2-post-2", AnalysisOutcome::Successful),
+            ),
+            (90, Event::DeadlineReached),
+        ],
+        expect![[r#"
+            t=0s desired 1.0.0 x2
+              weights stable r1 canary - 0%
+              instances r1x2
+              record RevisionDeployed: revision 1 (1.0.0) deployed as the first stable revision
+              = Progressing "waiting for stable instances: 0/2 ready" | stable r1 canary - w0 | kept [1] | completion None | next 600s
+            t=1s ready r1=2
+              = Healthy "" | stable r1 canary - w0 | kept [1] | completion None
+            t=10s desired 2.0.0 x2
+              weights stable r1 canary r2 0%
+              instances r1x2 r2x1
+              record RolloutStarted: blue-green revision 2 (2.0.0) started as the preview
+              = Progressing "waiting for preview instances: 0/1 ready" | stable r1 canary r2 step 0 preview starting w0 | kept [1,2] | completion None | next 610s
+            t=12s ready r1=2 r2=1
+              record PreviewReady: preview revision 2 ready (1 instances)
+              start analysis web-r2-pre-1
+              = Progressing "running pre-promotion analysis web-r2-pre-1" | stable r1 canary r2 step 0 pre-analysis web-r2-pre-1 w0 | kept [1,2] | completion None
+            t=20s analysis web-r2-pre-1 Successful
+              record AnalysisSuccessful: analysis run web-r2-pre-1 succeeded
+              = Paused "BlueGreenPause" | stable r1 canary r2 step 0 awaiting promotion until 50s w0 | kept [1,2] | completion None | next 50s
+            t=50s deadline
+              instances r1x2 r2x2
+              record AutoPromotion: autoPromotionSeconds elapsed: switching
+              = Progressing "scaling the new version up before the switch: 1/2 ready" | stable r1 canary r2 step 0 scaling up for the switch w0 | kept [1,2] | completion None | next 650s
+            t=52s ready r1=2 r2=2
+              weights stable r1 canary r2 100%
+              record Switched: active traffic switched to revision 2; the old revision stays warm
+              start analysis web-r2-post-2
+              = Progressing "running post-promotion analysis web-r2-post-2" | stable r1 canary r2 step 0 post-analysis web-r2-post-2 w100 | kept [1,2] | completion None
+            t=60s analysis web-r2-post-2 Successful
+              weights stable r2 canary - 0%
+              instances r2x2 r1x2
+              record AnalysisSuccessful: analysis run web-r2-post-2 succeeded
+              record RolloutPromoted: revision 2 (2.0.0) is stable, replacing revision 1
+              = Healthy "" | stable r2 canary - w0 | kept [1,2] | completion Some(Promoted) | next 90s
+            t=90s deadline
+              instances r2x2
+              record ScaledDown: revision 1 scaled down after the scale-down delay
+              = Healthy "" | stable r2 canary - w0 | kept [1,2] | completion Some(Promoted)
+        "#]],
+    );
+}
+
+#[test]
+fn blue_green_post_promotion_failure_switches_back_to_the_warm_old_version() {
+    check(
+        vec![
+            (0, blue_green("1.0.0", Some(0), false, true)),
+            (1, ready(&[(1, 2)])),
+            (10, blue_green("2.0.0", Some(0), false, true)),
+            (12, ready(&[(1, 2), (2, 1)])),
+            (13, ready(&[(1, 2), (2, 2)])),
+            (20, analysis_done("web-r2-post-1", AnalysisOutcome::Failed)),
+            (50, Event::DeadlineReached),
+        ],
+        expect![[r#"
+            t=0s desired 1.0.0 x2
+              weights stable r1 canary - 0%
+              instances r1x2
+              record RevisionDeployed: revision 1 (1.0.0) deployed as the first stable revision
+              = Progressing "waiting for stable instances: 0/2 ready" | stable r1 canary - w0 | kept [1] | completion None | next 600s
+            t=1s ready r1=2
+              = Healthy "" | stable r1 canary - w0 | kept [1] | completion None
+            t=10s desired 2.0.0 x2
+              weights stable r1 canary r2 0%
+              instances r1x2 r2x1
+              record RolloutStarted: blue-green revision 2 (2.0.0) started as the preview
+              = Progressing "waiting for preview instances: 0/1 ready" | stable r1 canary r2 step 0 preview starting w0 | kept [1,2] | completion None | next 610s
+            t=12s ready r1=2 r2=1
+              instances r1x2 r2x2
+              record PreviewReady: preview revision 2 ready (1 instances)
+              = Progressing "scaling the new version up before the switch: 1/2 ready" | stable r1 canary r2 step 0 scaling up for the switch w0 | kept [1,2] | completion None | next 612s
+            t=13s ready r1=2 r2=2
+              weights stable r1 canary r2 100%
+              record Switched: active traffic switched to revision 2; the old revision stays warm
+              start analysis web-r2-post-1
+              = Progressing "running post-promotion analysis web-r2-post-1" | stable r1 canary r2 step 0 post-analysis web-r2-post-1 w100 | kept [1,2] | completion None
+            t=20s analysis web-r2-post-1 Failed
+              weights stable r1 canary - 0%
+              instances r1x2 r2x1
+              record AnalysisFailed: analysis run web-r2-post-1 failed: metric "success-rate" assessed
+              stop analysis web-r2-post-1 (the rollout was aborted)
+              record RolloutAborted: Rollout aborted update to revision 2: analysis run web-r2-post-1 failed: metric "success-rate" assessed
+              = Degraded "RolloutAborted: Rollout aborted update to revision 2: analysis run web-r2-post-1 failed: metric \"success-rate\" assessed" | stable r1 canary r2 step 0 aborted w0 | kept [1,2] | completion Some(Aborted) | next 50s
+            t=50s deadline
+              instances r1x2 r2x0
+              = Degraded "RolloutAborted: Rollout aborted update to revision 2: analysis run web-r2-post-1 failed: metric \"success-rate\" assessed" | stable r1 canary r2 step 0 aborted w0 | kept [1,2] | completion Some(Aborted)
+        "#]],
+    );
+}
+
+#[test]
+fn blue_green_without_auto_promotion_waits_for_promote() {
+    check(
+        vec![
+            (0, blue_green("1.0.0", None, false, true)),
+            (1, ready(&[(1, 2)])),
+            (10, blue_green("2.0.0", None, false, true)),
+            (12, ready(&[(1, 2), (2, 1)])),
+            (100, op(OperatorAction::Promote { full: false })),
+            (101, ready(&[(1, 2), (2, 2)])),
+            (110, op(OperatorAction::Promote { full: false })),
+        ],
+        expect![[r#"
+            t=0s desired 1.0.0 x2
+              weights stable r1 canary - 0%
+              instances r1x2
+              record RevisionDeployed: revision 1 (1.0.0) deployed as the first stable revision
+              = Progressing "waiting for stable instances: 0/2 ready" | stable r1 canary - w0 | kept [1] | completion None | next 600s
+            t=1s ready r1=2
+              = Healthy "" | stable r1 canary - w0 | kept [1] | completion None
+            t=10s desired 2.0.0 x2
+              weights stable r1 canary r2 0%
+              instances r1x2 r2x1
+              record RolloutStarted: blue-green revision 2 (2.0.0) started as the preview
+              = Progressing "waiting for preview instances: 0/1 ready" | stable r1 canary r2 step 0 preview starting w0 | kept [1,2] | completion None | next 610s
+            t=12s ready r1=2 r2=1
+              record PreviewReady: preview revision 2 ready (1 instances)
+              = Paused "BlueGreenPause" | stable r1 canary r2 step 0 awaiting promotion w0 | kept [1,2] | completion None
+            t=100s operator promote
+              instances r1x2 r2x2
+              record OperatorAction: promote: switching active traffic to the new version
+              reply ok: switching active traffic to the new version
+              = Progressing "scaling the new version up before the switch: 1/2 ready" | stable r1 canary r2 step 0 scaling up for the switch w0 | kept [1,2] | completion None | next 700s
+            t=101s ready r1=2 r2=2
+              weights stable r1 canary r2 100%
+              record Switched: active traffic switched to revision 2; the old revision stays warm
+              start analysis web-r2-post-1
+              = Progressing "running post-promotion analysis web-r2-post-1" | stable r1 canary r2 step 0 post-analysis web-r2-post-1 w100 | kept [1,2] | completion None
+            t=110s operator promote
+              weights stable r2 canary - 0%
+              instances r2x2 r1x2
+              stop analysis web-r2-post-1 (skipped by promote)
+              record RolloutPromoted: revision 2 (2.0.0) is stable, replacing revision 1
+              record OperatorAction: promote: promoted: the new version is stable
+              reply ok: promoted: the new version is stable
+              = Healthy "" | stable r2 canary - w0 | kept [1,2] | completion Some(Promoted) | next 140s
+        "#]],
+    );
+}
+
+// === background analysis ===
+
+fn with_background(version: &str, starting_step: usize) -> Event {
+    let mut spec = spec_with(
+        version,
+        1,
+        vec![
+            CanaryStep::SetWeight(10),
+            pause(Some(60)),
+            CanaryStep::SetWeight(50),
+            pause(None),
+        ],
+    );
+    if let crate::spec::Strategy::Canary(canary) = &mut spec.strategy {
+        canary.analysis = Some(crate::spec::BackgroundAnalysis {
+            analysis: AnalysisStep {
+                templates: vec!["success-rate".to_owned()],
+                args: BTreeMap::new(),
+            },
+            starting_step,
+        });
+    }
+    Event::DesiredSpecChanged(Box::new(spec))
+}
+
+#[test]
+fn background_analysis_aborts_at_any_step() {
+    check(
+        vec![
+            (0, with_background("1.0.0", 1)),
+            (1, ready(&[(1, 1)])),
+            (10, with_background("2.0.0", 1)),
+            (11, ready(&[(1, 1), (2, 1)])),
+            (30, analysis_done("web-r2-bg-1", AnalysisOutcome::Failed)),
+        ],
+        expect![[r#"
+            t=0s desired 1.0.0 x1
+              weights stable r1 canary - 0%
+              instances r1x1
+              record RevisionDeployed: revision 1 (1.0.0) deployed as the first stable revision
+              = Progressing "waiting for stable instances: 0/1 ready" | stable r1 canary - w0 | kept [1] | completion None | next 600s
+            t=1s ready r1=1
+              = Healthy "" | stable r1 canary - w0 | kept [1] | completion None
+            t=10s desired 2.0.0 x1
+              weights stable r1 canary r2 0%
+              instances r1x1 r2x1
+              record RolloutStarted: canary revision 2 (2.0.0) started with 4 steps
+              = Progressing "waiting for canary instances: 0/1 ready" | stable r1 canary r2 step 0 waiting w0 | kept [1,2] | completion None | next 610s
+            t=11s ready r1=1 r2=1
+              weights stable r1 canary r2 10%
+              record WeightChanged: step 1: canary weight 10%
+              record BackgroundAnalysisStarted: background analysis web-r2-bg-1 runs until the rollout ends
+              start analysis web-r2-bg-1
+              = Paused "CanaryPauseStep" | stable r1 canary r2 step 1 paused until 71s w10 | kept [1,2] | completion None | next 71s
+            t=30s analysis web-r2-bg-1 Failed
+              weights stable r1 canary - 0%
+              instances r1x1 r2x0
+              record AnalysisFailed: background analysis web-r2-bg-1 failed: metric "success-rate" assessed
+              record RolloutAborted: Rollout aborted update to revision 2: background analysis web-r2-bg-1 failed: metric "success-rate" assessed
+              = Degraded "RolloutAborted: Rollout aborted update to revision 2: background analysis web-r2-bg-1 failed: metric \"success-rate\" assessed" | stable r1 canary r2 step 1 aborted w0 | kept [1,2] | completion Some(Aborted)
+        "#]],
+    );
+}
+
+#[test]
+fn inconclusive_background_analysis_halts_until_promote() {
+    check(
+        vec![
+            (0, with_background("1.0.0", 0)),
+            (1, ready(&[(1, 1)])),
+            (10, with_background("2.0.0", 0)),
+            (11, ready(&[(1, 1), (2, 1)])),
+            (
+                20,
+                analysis_done("web-r2-bg-1", AnalysisOutcome::Inconclusive),
+            ),
+            (80, Event::DeadlineReached),
+            (90, op(OperatorAction::Promote { full: false })),
+        ],
+        expect![[r#"
+            t=0s desired 1.0.0 x1
+              weights stable r1 canary - 0%
+              instances r1x1
+              record RevisionDeployed: revision 1 (1.0.0) deployed as the first stable revision
+              = Progressing "waiting for stable instances: 0/1 ready" | stable r1 canary - w0 | kept [1] | completion None | next 600s
+            t=1s ready r1=1
+              = Healthy "" | stable r1 canary - w0 | kept [1] | completion None
+            t=10s desired 2.0.0 x1
+              weights stable r1 canary r2 0%
+              instances r1x1 r2x1
+              record RolloutStarted: canary revision 2 (2.0.0) started with 4 steps
+              record BackgroundAnalysisStarted: background analysis web-r2-bg-1 runs until the rollout ends
+              start analysis web-r2-bg-1
+              = Progressing "waiting for canary instances: 0/1 ready" | stable r1 canary r2 step 0 waiting w0 | kept [1,2] | completion None | next 610s
+            t=11s ready r1=1 r2=1
+              weights stable r1 canary r2 10%
+              record WeightChanged: step 1: canary weight 10%
+              = Paused "CanaryPauseStep" | stable r1 canary r2 step 1 paused until 71s w10 | kept [1,2] | completion None | next 71s
+            t=20s analysis web-r2-bg-1 Inconclusive
+              record AnalysisInconclusive: background analysis web-r2-bg-1: metric "success-rate" assessed; waiting for promote or abort
+              = Paused "InconclusiveAnalysisRun: metric \"success-rate\" assessed" | stable r1 canary r2 step 1 paused until 71s w10 | kept [1,2] | completion None
+            t=80s deadline
+              = Paused "InconclusiveAnalysisRun: metric \"success-rate\" assessed" | stable r1 canary r2 step 1 paused until 71s w10 | kept [1,2] | completion None
+            t=90s operator promote
+              record OperatorAction: promote: background analysis was inconclusive: continuing as asked
+              reply ok: background analysis was inconclusive: continuing as asked
+              = Paused "CanaryPauseStep" | stable r1 canary r2 step 1 paused until 71s w10 | kept [1,2] | completion None | next 71s
+        "#]],
+    );
 }
