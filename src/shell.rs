@@ -216,8 +216,18 @@ struct ServiceSlot {
     listen: String,
     proxy_stop: CancellationToken,
     proxy_task: JoinHandle<()>,
+    /// Blue-green: the preview listener, serving only the preview revision.
+    preview: Option<PreviewListener>,
     runs: VecDeque<AnalysisRun>,
     events: VecDeque<EventRecord>,
+}
+
+/// The preview listener of a blue-green service (Argo's `previewService`).
+struct PreviewListener {
+    listen: String,
+    routes: watch::Sender<Arc<RouteTable>>,
+    stop: CancellationToken,
+    task: JoinHandle<()>,
 }
 
 struct Shell {
@@ -296,6 +306,10 @@ impl Shell {
                 &mut slot.proxy_task,
                 tokio::spawn(async {}),
             ));
+            if let Some(preview) = slot.preview.take() {
+                preview.stop.cancel();
+                proxies.push(preview.task);
+            }
         }
         for proxy in proxies {
             if let Err(error) = proxy.await {
@@ -373,8 +387,9 @@ impl Shell {
             .recent_events(&name, RECENT_EVENTS)
             .unwrap_or_default();
         let runs: VecDeque<AnalysisRun> = runs.into_iter().rev().take(RECENT_RUNS).rev().collect();
+        let preview_listen = preview_listen(&rollout.spec);
         self.services.insert(
-            name,
+            name.clone(),
             ServiceSlot {
                 rollout,
                 instances: Vec::new(),
@@ -383,10 +398,62 @@ impl Shell {
                 listen,
                 proxy_stop,
                 proxy_task,
+                preview: None,
                 runs,
                 events: events.into_iter().collect(),
             },
         );
+        self.sync_preview_listener(&name, preview_listen).await
+    }
+
+    /// Open, move or close the preview listener of a blue-green service.
+    async fn sync_preview_listener(
+        &mut self,
+        name: &str,
+        wanted: Option<String>,
+    ) -> Result<(), Error> {
+        let Some(slot) = self.services.get_mut(name) else {
+            return Ok(());
+        };
+        if slot.preview.as_ref().map(|preview| &preview.listen) == wanted.as_ref() {
+            return Ok(());
+        }
+        let listener = match &wanted {
+            Some(listen) => {
+                Some(
+                    TcpListener::bind(listen)
+                        .await
+                        .map_err(|source| Error::Listen {
+                            service: name.to_owned(),
+                            listen: listen.clone(),
+                            source,
+                        })?,
+                )
+            }
+            None => None,
+        };
+        if let Some(old) = slot.preview.take() {
+            old.stop.cancel();
+        }
+        if let (Some(listener), Some(listen)) = (listener, wanted) {
+            let (routes, routes_rx) = watch::channel(Arc::new(RouteTable::default()));
+            let stop = self.shutdown.child_token();
+            let task = tokio::spawn(proxy::serve(
+                listener,
+                routes_rx,
+                slot.metrics.clone(),
+                stop.clone(),
+                self.config.shutdown_grace,
+            ));
+            info!(service = %name, %listen, "preview listener open");
+            slot.preview = Some(PreviewListener {
+                listen,
+                routes,
+                stop,
+                task,
+            });
+        }
+        self.publish_routes(name);
         Ok(())
     }
 
@@ -476,6 +543,8 @@ impl Shell {
             }
             Some(_) => {}
         }
+        self.sync_preview_listener(&name, preview_listen(&spec))
+            .await?;
         self.apply(&name, Event::DesiredSpecChanged(Box::new(spec)));
         Ok(())
     }
@@ -486,6 +555,9 @@ impl Shell {
         };
         info!(service = %name, "service removed from the desired document");
         slot.proxy_stop.cancel();
+        if let Some(preview) = &slot.preview {
+            preview.stop.cancel();
+        }
         self.supervisor.set_desired(name, Vec::new());
         for run in &slot.runs {
             if let Some(token) = self.analysis_tasks.remove(&run.id) {
@@ -625,6 +697,16 @@ impl Shell {
             canary: pool(weights.canary),
             canary_weight_percent: weights.canary_percent,
         };
+        if let Some(preview) = &slot.preview {
+            let preview_table = RouteTable {
+                stable: pool(weights.preview),
+                canary: Pool::default(),
+                canary_weight_percent: 0,
+            };
+            if **preview.routes.borrow() != preview_table {
+                preview.routes.send_replace(Arc::new(preview_table));
+            }
+        }
         if **slot.routes.borrow() != table {
             // Keep measurements only for the versions that can still receive traffic, so the
             // proxy's memory stays bounded however many releases a site sees.
@@ -772,6 +854,14 @@ impl Shell {
                 true
             }
         });
+    }
+}
+
+/// The preview listener a spec asks for.
+fn preview_listen(spec: &ServiceSpec) -> Option<String> {
+    match &spec.strategy {
+        crate::spec::Strategy::BlueGreen(blue_green) => blue_green.preview_listen.clone(),
+        crate::spec::Strategy::Canary(_) => None,
     }
 }
 

@@ -83,20 +83,28 @@ fn service(slot: &ServiceSlot) -> types::ServiceStatus {
         0
     };
     let canary_number = rollout.canary.as_ref().map(|canary| canary.revision);
+    let blue_green = rollout.blue_green().is_some();
+    let switched = weights.canary_percent == 100;
+    let role = |revision: u64| -> &'static str {
+        let is_stable = Some(revision) == rollout.stable;
+        let is_canary = Some(revision) == canary_number;
+        match (blue_green, is_stable, is_canary) {
+            (false, true, _) => "stable",
+            (false, _, true) => "canary",
+            // Blue-green: the active listener serves the stable revision until the switch.
+            (true, true, _) if !switched => "active",
+            (true, _, true) if switched => "active",
+            (true, _, true) => "preview",
+            _ => "old",
+        }
+    };
     let instances = slot
         .instances
         .iter()
         .map(|instance| types::Instance {
             id: instance.id.clone(),
             version: instance.version.clone(),
-            role: if Some(instance.revision) == rollout.stable {
-                "stable"
-            } else if Some(instance.revision) == canary_number {
-                "canary"
-            } else {
-                "old"
-            }
-            .to_owned(),
+            role: role(instance.revision).to_owned(),
             ready: instance.ready,
             address: instance.address.to_string(),
             restarts: instance.restarts,
@@ -104,7 +112,7 @@ fn service(slot: &ServiceSlot) -> types::ServiceStatus {
         .collect();
     types::ServiceStatus {
         name: rollout.service.clone(),
-        strategy: "canary".to_owned(),
+        strategy: if blue_green { "blueGreen" } else { "canary" }.to_owned(),
         phase: phase_name(rollout.phase).to_owned(),
         message: rollout.message.clone(),
         completion: rollout
@@ -112,10 +120,14 @@ fn service(slot: &ServiceSlot) -> types::ServiceStatus {
             .map(|completion| completion_name(completion).to_owned()),
         stable: rollout.stable_revision().map(revision_ref),
         canary: rollout.canary_revision().map(revision_ref),
-        step: rollout.canary.as_ref().map(|canary| types::StepRef {
-            index: canary.step_index,
-            count: rollout.steps().len(),
-        }),
+        step: rollout
+            .canary
+            .as_ref()
+            .filter(|_| !blue_green)
+            .map(|canary| types::StepRef {
+                index: canary.step_index,
+                count: rollout.steps().len(),
+            }),
         pause_ends_at: match &rollout.canary {
             Some(crate::rollout::Canary {
                 progress: crate::rollout::StepProgress::Paused { until: Some(until) },
