@@ -5,6 +5,8 @@
 //! timed pause and checks that the restarted agent resumes at the same step with the same weights,
 //! adopts the running workloads and serves again, then checks that a release with errors is aborted
 //! automatically and that no request reaches it afterwards.
+// These tests drive real processes and sockets in real time, so they read the real clock.
+#![allow(clippy::disallowed_methods)]
 
 mod common;
 

@@ -3,6 +3,8 @@
 //!
 //! Weight tests seed the thread-local random source; `#[tokio::test]` runs everything on one
 //! thread, so the proxy's draws are reproducible and the shares cannot flake.
+// These tests drive real processes and sockets in real time, so they read the real clock.
+#![allow(clippy::disallowed_methods)]
 
 use std::collections::HashMap;
 use std::convert::Infallible;

@@ -1,5 +1,7 @@
 //! The supervisor with the process runtime, driving real processes on loopback: starting,
 //! replacing, restarting, killing, adopting, and bounding logs.
+// These tests drive real processes and sockets in real time, so they read the real clock.
+#![allow(clippy::disallowed_methods)]
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

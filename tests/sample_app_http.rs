@@ -1,4 +1,6 @@
 //! The sample app on a real loopback socket: answers, error rate, metrics, latency, shutdown.
+// These tests drive real processes and sockets in real time, so they read the real clock.
+#![allow(clippy::disallowed_methods)]
 
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -2,6 +2,8 @@
 //! cleanly on SIGTERM while a request is in flight.
 //!
 //! The test re-runs its own binary as the app (selected by an environment variable).
+// These tests drive real processes and sockets in real time, so they read the real clock.
+#![allow(clippy::disallowed_methods)]
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;

@@ -3,7 +3,8 @@
 //!
 //! Every workload the agent starts carries a marker in its environment, so the site can find and
 //! stop them all when the test ends, even when it fails half-way.
-
+// These tests drive real processes and sockets in real time, so they read the real clock.
+#![allow(clippy::disallowed_methods)]
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Read, Write};
