@@ -265,7 +265,12 @@ async fn wait_for(
 fn describe(service: &ServiceStatus) -> String {
     let mut line = format!("{:<11}", service.phase);
     if let Some(step) = service.step {
-        let _ = write!(line, " step {}/{}", step.index.min(step.count), step.count);
+        let _ = write!(
+            line,
+            " step {}/{}",
+            (step.index + 1).min(step.count),
+            step.count
+        );
     }
     let _ = write!(
         line,
@@ -281,6 +286,7 @@ fn describe(service: &ServiceStatus) -> String {
     if let Some(measurement) = service
         .analysis_runs
         .last()
+        .filter(|_| service.canary.is_some())
         .and_then(|run| run.metrics.first())
         .and_then(|metric| metric.measurements.last())
     {

@@ -1,10 +1,23 @@
-//! STUB (helper E replaces this file): measurement providers (the I/O side of analysis).
+//! Measurement providers: the I/O side of analysis.
+//!
+//! This module owns taking one measurement of a metric ([`measure`]) and the text that says
+//! what was asked ([`describe`]). It turns "no evidence" into [`Outcome::NoData`] and a failure
+//! to ask into [`Outcome::Error`], so the pure rules in `crate::analysis` can never mistake
+//! either for a bad value. It decides nothing: verdicts are `analysis`'s job.
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use crate::analysis::Outcome;
+use serde_json::Value;
+
+use crate::analysis::{number_value, Outcome};
 use crate::proxy::Metrics;
-use crate::spec::Metric;
+use crate::spec::{BuiltinQuery, Metric, Provider};
+
+/// The builtin provider's role naming the canary revision.
+pub const CANARY_ROLE: &str = "canary";
+/// The builtin provider's role naming the stable revision.
+pub const STABLE_ROLE: &str = "stable";
 
 /// What a provider may look at.
 #[derive(Debug, Clone)]
@@ -17,8 +30,221 @@ pub struct ProviderContext {
     pub canary_version: Option<String>,
 }
 
+/// Which version a builtin query measures.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// A role (`canary`, `stable`) and the version it has now.
+    Role {
+        /// `canary` or `stable`.
+        role: &'static str,
+        /// Its version label.
+        version: String,
+    },
+    /// A role that has no version right now (e.g. no canary exists).
+    MissingRole {
+        /// `canary` or `stable`.
+        role: &'static str,
+    },
+    /// A literal version label.
+    Version(String),
+}
+
+impl Target {
+    /// Resolve a builtin query's `version` field against the context's revisions.
+    pub fn resolve(version: &str, context: &ProviderContext) -> Target {
+        let role_version = |role: &'static str, version: &Option<String>| match version {
+            Some(version) => Target::Role {
+                role,
+                version: version.clone(),
+            },
+            None => Target::MissingRole { role },
+        };
+        match version {
+            CANARY_ROLE => role_version(CANARY_ROLE, &context.canary_version),
+            STABLE_ROLE => role_version(STABLE_ROLE, &context.stable_version),
+            literal => Target::Version(literal.to_owned()),
+        }
+    }
+
+    /// The version label to query, if there is one.
+    fn version(&self) -> Option<&str> {
+        match self {
+            Target::Role { version, .. } | Target::Version(version) => Some(version),
+            Target::MissingRole { .. } => None,
+        }
+    }
+
+    /// How users read it: `canary 2.0.0`, `version 1.5.0`, `canary`.
+    fn label(&self) -> String {
+        match self {
+            Target::Role { role, version } => format!("{role} {version}"),
+            Target::MissingRole { role } => (*role).to_owned(),
+            Target::Version(version) => format!("version {version}"),
+        }
+    }
+}
+
 /// Take one measurement of `metric`.
 pub async fn measure(metric: &Metric, context: &ProviderContext) -> Outcome {
-    let _ = (metric, context);
-    Outcome::Error("not implemented".to_owned())
+    match &metric.provider {
+        Provider::Builtin(query) => measure_builtin(query, context),
+        Provider::Prometheus(_) | Provider::Web(_) | Provider::Job(_) | Provider::Judge(_) => {
+            Outcome::Error("this provider is not available in this build".to_owned())
+        }
+    }
+}
+
+/// The proxy's per-version figures. Synchronous: the proxy keeps them in memory.
+fn measure_builtin(query: &BuiltinQuery, context: &ProviderContext) -> Outcome {
+    let target = Target::resolve(&query.version, context);
+    let Some(version) = target.version() else {
+        return Outcome::NoData(format!(
+            "no {} version to measure right now",
+            target.label()
+        ));
+    };
+    let answer = context.metrics.query(version, query.query, query.window);
+    let window = window_text(query.window);
+    if answer.samples == 0 {
+        return Outcome::NoData(format!(
+            "no requests to {} in the last {window}",
+            target.label()
+        ));
+    }
+    if answer.value.is_nan() {
+        return Outcome::NoData(format!(
+            "no {} value for {} in the last {window} ({} requests)",
+            query.query.name(),
+            target.label(),
+            answer.samples
+        ));
+    }
+    Outcome::Value(Value::Array(vec![number_value(answer.value)]))
+}
+
+/// What `measure` asks, after substitution, e.g. `builtin success_rate{version="2.0.0"}[30s]`.
+/// A role with no version right now shows the role: `{version="canary"}`.
+pub fn describe(metric: &Metric, context: &ProviderContext) -> String {
+    match &metric.provider {
+        Provider::Builtin(query) => {
+            let target = Target::resolve(&query.version, context);
+            let version = target.version().unwrap_or(&query.version);
+            format!(
+                "builtin {}{{version={version:?}}}[{}]",
+                query.query.name(),
+                window_text(query.window)
+            )
+        }
+        Provider::Prometheus(query) => format!("prometheus {} at {}", query.query, query.address),
+        Provider::Web(query) => format!(
+            "web {} {}{}",
+            query.method,
+            query.url,
+            query
+                .json_path
+                .as_ref()
+                .map_or(String::new(), |path| format!(" {path}"))
+        ),
+        Provider::Job(job) => format!("job {}", job.command.join(" ")),
+        Provider::Judge(judge) => format!(
+            "judge {:?} canary vs stable [{}]",
+            judge.signal,
+            window_text(judge.window)
+        ),
+    }
+}
+
+/// A window as Prometheus writes durations: `30s`, `1m30s`, `500ms`.
+pub fn window_text(window: Duration) -> String {
+    humantime::format_duration(window)
+        .to_string()
+        .split_whitespace()
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::BuiltinMetric;
+
+    fn context(canary: Option<&str>) -> ProviderContext {
+        ProviderContext {
+            metrics: Arc::new(Metrics::new()),
+            stable_version: Some("1.0.0".to_owned()),
+            canary_version: canary.map(str::to_owned),
+        }
+    }
+
+    fn metric(version: &str) -> Metric {
+        Metric {
+            name: "success-rate".to_owned(),
+            interval: Some(Duration::from_secs(10)),
+            initial_delay: None,
+            count: Some(3),
+            success_condition: Some("result[0] >= 0.95".to_owned()),
+            failure_condition: None,
+            failure_limit: 0,
+            inconclusive_limit: 0,
+            consecutive_error_limit: 4,
+            consecutive_success_limit: 0,
+            dry_run: false,
+            measurement_retention: None,
+            provider: Provider::Builtin(BuiltinQuery {
+                query: BuiltinMetric::SuccessRate,
+                version: version.to_owned(),
+                window: Duration::from_secs(30),
+            }),
+        }
+    }
+
+    #[tokio::test]
+    async fn no_requests_is_no_data_naming_the_version() {
+        let outcome = measure(&metric("canary"), &context(Some("2.0.0"))).await;
+        assert_eq!(
+            outcome,
+            Outcome::NoData("no requests to canary 2.0.0 in the last 30s".to_owned())
+        );
+        let outcome = measure(&metric("1.5.0"), &context(Some("2.0.0"))).await;
+        assert_eq!(
+            outcome,
+            Outcome::NoData("no requests to version 1.5.0 in the last 30s".to_owned())
+        );
+    }
+
+    #[tokio::test]
+    async fn a_missing_canary_is_no_data() {
+        let outcome = measure(&metric("canary"), &context(None)).await;
+        assert_eq!(
+            outcome,
+            Outcome::NoData("no canary version to measure right now".to_owned())
+        );
+    }
+
+    #[test]
+    fn describe_substitutes_versions() {
+        let with_canary = context(Some("2.0.0"));
+        assert_eq!(
+            describe(&metric("canary"), &with_canary),
+            r#"builtin success_rate{version="2.0.0"}[30s]"#
+        );
+        assert_eq!(
+            describe(&metric("stable"), &with_canary),
+            r#"builtin success_rate{version="1.0.0"}[30s]"#
+        );
+        assert_eq!(
+            describe(&metric("1.5.0"), &with_canary),
+            r#"builtin success_rate{version="1.5.0"}[30s]"#
+        );
+        assert_eq!(
+            describe(&metric("canary"), &context(None)),
+            r#"builtin success_rate{version="canary"}[30s]"#
+        );
+    }
+
+    #[test]
+    fn windows_read_like_prometheus_durations() {
+        assert_eq!(window_text(Duration::from_secs(30)), "30s");
+        assert_eq!(window_text(Duration::from_secs(90)), "1m30s");
+        assert_eq!(window_text(Duration::from_millis(500)), "500ms");
+    }
 }

@@ -904,11 +904,14 @@ async fn run_analysis(
         }
         let now = clock.now();
         for index in analysis::due_metrics(&run, now) {
-            let outcome = match run.metrics.get(index) {
-                Some(metric_run) => provider::measure(&metric_run.metric, &context).await,
+            let (outcome, query) = match run.metrics.get(index) {
+                Some(metric_run) => (
+                    provider::measure(&metric_run.metric, &context).await,
+                    provider::describe(&metric_run.metric, &context),
+                ),
                 None => continue,
             };
-            analysis::record(&mut run, index, outcome, clock.now());
+            analysis::record_with_query(&mut run, index, outcome, Some(query), clock.now());
         }
         if cancel.is_cancelled() {
             return;

@@ -9,7 +9,9 @@ fn rust_files(dir: &Path) -> Vec<PathBuf> {
     let mut files = Vec::new();
     let mut pending = vec![dir.to_path_buf()];
     while let Some(dir) = pending.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
         for entry in entries.flatten() {
             let path = entry.path();
             if path.is_dir() {
@@ -29,7 +31,14 @@ fn source_root() -> PathBuf {
 
 #[test]
 fn the_rollout_core_and_analysis_rules_are_pure() {
-    let forbidden = ["tokio", "std::fs", "std::net", "::now(", "std::process", "std::thread"];
+    let forbidden = [
+        "tokio",
+        "std::fs",
+        "std::net",
+        "::now(",
+        "std::process",
+        "std::thread",
+    ];
     let root = source_root();
     let mut pure = vec![root.join("rollout.rs"), root.join("analysis.rs")];
     pure.extend(rust_files(&root.join("rollout")));
@@ -46,7 +55,11 @@ fn the_rollout_core_and_analysis_rules_are_pure() {
             }
         }
     }
-    assert!(problems.is_empty(), "the pure core does I/O or reads a clock:\n{}", problems.join("\n"));
+    assert!(
+        problems.is_empty(),
+        "the pure core does I/O or reads a clock:\n{}",
+        problems.join("\n")
+    );
 }
 
 #[test]
@@ -59,5 +72,9 @@ fn every_module_says_what_it_owns() {
             missing.push(file.display().to_string());
         }
     }
-    assert!(missing.is_empty(), "modules without a //! header:\n{}", missing.join("\n"));
+    assert!(
+        missing.is_empty(),
+        "modules without a //! header:\n{}",
+        missing.join("\n")
+    );
 }

@@ -19,6 +19,8 @@ const AGENT_WORKER_THREADS: usize = 2;
 const LOG_FILTER_ENV: &str = "EDGEROLL_LOG";
 /// The log filter when `EDGEROLL_LOG` is unset or invalid.
 const DEFAULT_LOG_FILTER: &str = "info";
+/// The demo prints its own progress; the agent's logs only when asked for with `EDGEROLL_LOG`.
+const DEMO_LOG_FILTER: &str = "error";
 
 /// `edgeroll run`: load the config and run the agent until SIGTERM or SIGINT.
 pub(crate) fn run(config_path: &Path) -> u8 {
@@ -31,7 +33,7 @@ pub(crate) fn run(config_path: &Path) -> u8 {
             return EXIT_INVALID_CONFIG;
         }
     };
-    init_logging();
+    init_logging(DEFAULT_LOG_FILTER);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(AGENT_WORKER_THREADS)
         .thread_name("edgeroll")
@@ -62,9 +64,9 @@ pub(crate) fn run(config_path: &Path) -> u8 {
 
 /// Logs go to stderr (journald captures it), filtered by `EDGEROLL_LOG`, without colours when
 /// stderr is not a terminal.
-fn init_logging() {
-    let filter = EnvFilter::try_from_env(LOG_FILTER_ENV)
-        .unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER));
+fn init_logging(default_filter: &str) {
+    let filter =
+        EnvFilter::try_from_env(LOG_FILTER_ENV).unwrap_or_else(|_| EnvFilter::new(default_filter));
     let result = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -93,7 +95,7 @@ fn cancel_on_signals(shutdown: CancellationToken) -> std::io::Result<()> {
 
 /// `edgeroll demo`.
 pub(crate) fn demo(json: bool) -> u8 {
-    init_logging();
+    init_logging(DEMO_LOG_FILTER);
     in_runtime(async {
         match crate::demo::run(json).await {
             Ok(()) => EXIT_OK,
@@ -107,7 +109,7 @@ pub(crate) fn demo(json: bool) -> u8 {
 
 /// `edgeroll sample-app`.
 pub(crate) fn sample_app(options: crate::sample_app::Options) -> u8 {
-    init_logging();
+    init_logging(DEFAULT_LOG_FILTER);
     in_runtime(async {
         match crate::sample_app::run(options).await {
             Ok(()) => EXIT_OK,
