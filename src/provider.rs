@@ -5,6 +5,12 @@
 //! to ask into [`Outcome::Error`], so the pure rules in `crate::analysis` can never mistake
 //! either for a bad value. It decides nothing: verdicts are `analysis`'s job.
 
+pub mod http_client;
+pub mod job;
+pub mod json_path;
+pub mod prometheus;
+pub mod web;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -88,9 +94,10 @@ impl Target {
 pub async fn measure(metric: &Metric, context: &ProviderContext) -> Outcome {
     match &metric.provider {
         Provider::Builtin(query) => measure_builtin(query, context),
-        Provider::Prometheus(_) | Provider::Web(_) | Provider::Job(_) | Provider::Judge(_) => {
-            Outcome::Error("this provider is not available in this build".to_owned())
-        }
+        Provider::Prometheus(query) => prometheus::measure(query).await,
+        Provider::Web(query) => web::measure(query).await,
+        Provider::Job(job) => job::measure(job).await,
+        Provider::Judge(_) => Outcome::Error("the judge provider is not available yet".to_owned()),
     }
 }
 

@@ -128,6 +128,50 @@ fn valid_document_parses_identically_from_toml_and_json() {
     assert_eq!(query.query, BuiltinMetric::LatencyP99);
     assert_eq!(query.version, "canary");
     assert_eq!(query.window, Duration::from_secs(30));
+
+    // Background analysis, blue-green, and one metric per provider.
+    let Strategy::Canary(canary) = &config_api.strategy else {
+        panic!("config-api is a canary");
+    };
+    let background = canary.analysis.as_ref().unwrap();
+    assert_eq!(background.starting_step, 1);
+    assert_eq!(background.analysis.templates, vec!["providers".to_string()]);
+    let Strategy::BlueGreen(blue_green) = &document.service("gateway").unwrap().strategy else {
+        panic!("gateway is blue-green");
+    };
+    assert_eq!(
+        blue_green.preview_listen.as_deref(),
+        Some("127.0.0.1:18443")
+    );
+    assert_eq!(blue_green.auto_promotion_seconds, Some(120));
+    assert_eq!(blue_green.abort_scale_down_delay_seconds, 0);
+    assert_eq!(
+        blue_green.pre_promotion_analysis.as_ref().unwrap().args["version"],
+        "preview"
+    );
+    let providers = &document.analysis_templates["providers"].metrics;
+    let kinds: Vec<&str> = providers
+        .iter()
+        .map(|metric| match metric.provider {
+            Provider::Builtin(_) => "builtin",
+            Provider::Prometheus(_) => "prometheus",
+            Provider::Web(_) => "web",
+            Provider::Job(_) => "job",
+            Provider::Judge(_) => "judge",
+        })
+        .collect();
+    assert_eq!(kinds, ["prometheus", "web", "job", "judge"]);
+    assert_eq!(providers[0].consecutive_success_limit, 3);
+    assert!(providers
+        .iter()
+        .all(|metric| metric.measurement_retention == Some(20)));
+    assert_eq!(
+        providers
+            .iter()
+            .map(|metric| metric.dry_run)
+            .collect::<Vec<_>>(),
+        [false, false, false, true]
+    );
 }
 
 #[test]
@@ -150,9 +194,10 @@ fn bad_document_reports_every_problem_with_its_position() {
         invalid.toml:22:18: services[0].strategy.canary.steps[6].experiment: `experiment` steps are not supported yet
         invalid.toml:27:12: services[1].replicas: expected an integer, found a string
         invalid.toml:28:20: services[1].traffic.http: listener 127.0.0.1:8080 conflicts with 0.0.0.0:8080 of services[0]
-        invalid.toml:30:26: services[1].strategy.blueGreen: blueGreen is not supported yet
+        invalid.toml:30:45: services[1].strategy.blueGreen.previewService: listener 127.0.0.1:8080 conflicts with 0.0.0.0:8080 of services[0]
+        invalid.toml:30:86: services[1].strategy.blueGreen.autoPromotionEnabled: expected a boolean, found a string
         invalid.toml:36:20: analysisTemplates[0].metrics[0].successCondition: uses `{{args.threshold}}`, but the template declares no argument `threshold`
-        invalid.toml:37:27: analysisTemplates[0].metrics[0].provider.prometheus: provider `prometheus` is not supported yet
+        invalid.toml:37:27: analysisTemplates[0].metrics[0].provider.prometheus.address: required field is missing
     "#]].assert_eq(&text);
 }
 
@@ -337,7 +382,7 @@ strategy = { canry = {} }
             doc.toml:5:78: services[0].template.env."A=B": not a valid environment variable name
             doc.toml:8:20: services[1].traffic.http: "localhost:80" is not an address such as "0.0.0.0:8080" or "[::1]:8080"
             doc.toml:9:52: services[1].template.command[1]: expected a string, found an integer
-            doc.toml:10:39: services[1].strategy: expected exactly one of `canary`, found `canary` and `blueGreen`
+            doc.toml:10:39: services[1].strategy: expected exactly one of `canary`, `blueGreen`, found `canary` and `blueGreen`
             doc.toml:11:1: services[2].name: required field is missing
             doc.toml:12:20: services[2].traffic.http: port 0 is not allowed: clients need a fixed port
             doc.toml:12:44: services[2].traffic.protocol: only applies to tcp traffic
@@ -387,10 +432,10 @@ provider = { graphana = {} }
             doc.toml:12:34: analysisTemplates[1].metrics[0].provider.builtin.query: unknown query `p99`, expected one of success_rate, error_rate, request_rate, latency_p50, latency_p95, latency_p99
             doc.toml:12:50: analysisTemplates[1].metrics[0].provider.builtin.window: invalid duration `soon`: expected seconds or a duration such as 30s, 5m, 1h30m
             doc.toml:14:8: analysisTemplates[1].metrics[1].name: duplicate metric name `m`
-            doc.toml:16:12: analysisTemplates[1].metrics[1].provider: expected exactly one of `builtin`, found none
-            doc.toml:20:50: analysisTemplates[1].metrics[2].provider: expected exactly one of `builtin`, found `builtin` and `web`
+            doc.toml:16:12: analysisTemplates[1].metrics[1].provider: expected exactly one of `builtin`, `prometheus`, `web`, `job`, `judge`, found none
+            doc.toml:20:50: analysisTemplates[1].metrics[2].provider: expected exactly one of `builtin`, `prometheus`, `web`, `job`, `judge`, found `builtin` and `web`
             doc.toml:23:20: analysisTemplates[1].metrics[3].successCondition: must not be empty
-            doc.toml:24:14: analysisTemplates[1].metrics[3].provider.graphana: unknown provider `graphana`, expected one of `builtin`
+            doc.toml:24:14: analysisTemplates[1].metrics[3].provider.graphana: unknown provider `graphana`, expected one of `builtin`, `prometheus`, `web`, `job`, `judge`
         "#]],
     );
 }

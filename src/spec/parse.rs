@@ -13,6 +13,7 @@
 pub(crate) mod document;
 pub(crate) mod duration;
 pub(crate) mod json;
+pub(crate) mod providers;
 pub(crate) mod reader;
 pub(crate) mod toml_tree;
 pub(crate) mod tree;

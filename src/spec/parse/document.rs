@@ -1,6 +1,8 @@
 //! The walker that validates the spanned tree of a desired document into a [`Document`],
-//! including the checks that span several fields (unique names, listener conflicts, template
-//! references and arguments, and canary step lists that would send traffic to no instance).
+//! including the checks that span several fields (unique names, listener conflicts including
+//! blue-green preview listeners, template references and arguments, `dryRun` and
+//! `measurementRetention` patterns that must match a metric, and canary step lists that would
+//! send traffic to no instance).
 //!
 //! Every problem is recorded in the [`Reader`] and the walk goes on, so one run reports them all.
 //! Nothing here reads files or decides anything about a running rollout.
@@ -8,13 +10,15 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 
+use super::providers::{read_provider, JOB_SUCCESS_CONDITION, JUDGE_CONDITIONS};
 use super::reader::{field_path, index_path, suggest, Reader, Table};
 use super::tree::{Node, Value};
 use crate::spec::{
-    AnalysisStep, AnalysisTemplate, BuiltinMetric, BuiltinQuery, CanaryScale, CanaryStep,
+    AnalysisStep, AnalysisTemplate, BackgroundAnalysis, BlueGreenStrategy, CanaryScale, CanaryStep,
     CanaryStrategy, Document, Metric, Provider, Readiness, ServiceSpec, Strategy, Template,
     TemplateArg, Traffic, API_VERSION, DEFAULT_CONSECUTIVE_ERROR_LIMIT,
     DEFAULT_PROGRESS_DEADLINE_SECONDS, DEFAULT_REVISION_HISTORY_LIMIT,
+    DEFAULT_SCALE_DOWN_DELAY_SECONDS,
 };
 
 /// Argo's default `replicas`.
@@ -27,10 +31,6 @@ const MAX_REVISION_HISTORY_LIMIT: i64 = 100;
 const MAX_NAME_LENGTH: usize = 63;
 /// Weights are percentages.
 const MAX_WEIGHT_PERCENT: i64 = 100;
-/// The version a builtin query measures unless it says otherwise.
-const DEFAULT_BUILTIN_VERSION: &str = "canary";
-/// The window a builtin query measures over unless it says otherwise.
-const DEFAULT_BUILTIN_WINDOW: &str = "30s";
 /// What `{{args.x}}` placeholders are replaced with before a condition is compiled, so the
 /// syntax check sees an expression; any literal that is valid where a value goes will do.
 const PLACEHOLDER_STAND_IN: &str = "0";
@@ -45,23 +45,15 @@ const UNSUPPORTED_STEP_KINDS: [&str; 5] = [
     "plugin",
     "replicaProgressThreshold",
 ];
-/// The metric providers edgeroll has.
-const PROVIDERS: [&str; 1] = ["builtin"];
-/// Argo's metric providers, recognised but not implemented.
-const UNSUPPORTED_PROVIDERS: [&str; 13] = [
-    "prometheus",
-    "datadog",
-    "wavefront",
-    "newRelic",
-    "job",
-    "web",
-    "kayenta",
-    "cloudWatch",
-    "graphite",
-    "influxdb",
-    "skywalking",
-    "plugin",
-    "apisix",
+/// The rollout strategies edgeroll runs.
+const STRATEGIES: [&str; 2] = ["canary", "blueGreen"];
+/// What a `dryRun` or `measurementRetention` pattern may be, in every message about one.
+const PATTERN_HINT: &str = "only exact names, `.*` and `prefix.*` are supported";
+/// Characters that make a `metricName` pattern a regular expression rather than a name. A `.`
+/// inside a name matches itself (Argo's regex would match any character there, so a name
+/// selects a subset of what Argo would select, never more).
+const REGEX_META: &[char] = &[
+    '^', '$', '*', '+', '?', '(', ')', '[', ']', '{', '}', '|', '\\',
 ];
 
 /// What the service walker needs to know about a template to check an `analysis` step.
@@ -72,6 +64,8 @@ struct TemplateInfo {
 
 /// A service's listener, kept for the cross-service conflict check.
 struct Listener<'v> {
+    /// Who owns it, as messages name it: `services[0]` for the traffic listener,
+    /// `services[0] (previewService)` for a preview listener.
     service_path: String,
     address: SocketAddr,
     value: &'v Value,
@@ -243,9 +237,17 @@ fn read_service<'v>(
     let template = table
         .required(reader, "template")
         .and_then(|(path, value)| read_template(reader, &path, value));
+    let listen = traffic.as_ref().map(|traffic| traffic.listen().to_string());
+    let service = ServiceContext {
+        path: &service_path,
+        replicas,
+        listen: listen.as_deref(),
+    };
     let strategy = table
         .required(reader, "strategy")
-        .and_then(|(path, value)| read_strategy(reader, &path, value, templates, replicas));
+        .and_then(|(path, value)| {
+            read_strategy(reader, &path, value, templates, &service, listeners)
+        });
 
     let (name, name_value) = name?;
     Some((
@@ -391,7 +393,11 @@ fn read_template(reader: &mut Reader<'_>, path: &str, value: &Value) -> Option<T
     })
 }
 
-fn read_command(reader: &mut Reader<'_>, path: &str, value: &Value) -> Option<Vec<String>> {
+pub(super) fn read_command(
+    reader: &mut Reader<'_>,
+    path: &str,
+    value: &Value,
+) -> Option<Vec<String>> {
     let elements = reader.array(path, value)?;
     if elements.is_empty() {
         reader.error(value, path, "must name a program to run");
@@ -488,7 +494,7 @@ fn read_readiness(reader: &mut Reader<'_>, path: &str, value: &Value) -> Option<
 /// A table that must hold exactly one of `known` (a tagged union); other keys are reported as an
 /// unknown `noun`. `unsupported` keys are recognised, and reported with
 /// `unsupported_message(key)`.
-fn one_of<'v>(
+pub(super) fn one_of<'v>(
     reader: &mut Reader<'_>,
     path: &str,
     value: &'v Value,
@@ -560,33 +566,233 @@ fn one_of<'v>(
 
 // === strategy ===
 
-fn read_strategy(
+/// What the strategy walker needs to know about its service.
+struct ServiceContext<'s> {
+    /// Field path of the service, e.g. `services[0]`.
+    path: &'s str,
+    /// Its `replicas`, when valid.
+    replicas: Option<u32>,
+    /// Its `traffic.http` listener, when valid.
+    listen: Option<&'s str>,
+}
+
+fn read_strategy<'v>(
+    reader: &mut Reader<'_>,
+    path: &str,
+    value: &'v Value,
+    templates: &BTreeMap<String, TemplateInfo>,
+    service: &ServiceContext<'_>,
+    listeners: &mut Vec<Listener<'v>>,
+) -> Option<Strategy> {
+    let (kind, kind_path, kind_value) =
+        one_of(reader, path, value, ("strategy", &STRATEGIES), &[], |_| {
+            String::new()
+        })?;
+    if kind == "blueGreen" {
+        return read_blue_green(
+            reader, &kind_path, kind_value, templates, service, listeners,
+        )
+        .map(Strategy::BlueGreen);
+    }
+    let mut table = reader.table(&kind_path, kind_value)?;
+    let steps = match table.get("steps") {
+        Some((steps_path, steps_value)) => read_steps(
+            reader,
+            &steps_path,
+            steps_value,
+            templates,
+            service.replicas,
+        ),
+        None => Some(Vec::new()),
+    };
+    let analysis = optional(table.get("analysis"), |path, value| {
+        read_background_analysis(reader, path, value, templates, steps.as_deref())
+    });
+    table.finish(reader);
+    Some(Strategy::Canary(CanaryStrategy {
+        steps: steps?,
+        analysis: analysis?,
+    }))
+}
+
+/// `strategy.canary.analysis`: an analysis step plus `startingStep`, which must name a step
+/// when the canary has steps.
+fn read_background_analysis(
     reader: &mut Reader<'_>,
     path: &str,
     value: &Value,
     templates: &BTreeMap<String, TemplateInfo>,
-    replicas: Option<u32>,
-) -> Option<Strategy> {
-    let (_, canary_path, canary_value) = one_of(
-        reader,
-        path,
-        value,
-        ("strategy", &["canary"]),
-        &["blueGreen"],
-        |_| "blueGreen is not supported yet".to_string(),
-    )?;
-    let mut table = reader.table(&canary_path, canary_value)?;
-    let steps = match table.get("steps") {
-        Some((steps_path, steps_value)) => {
-            read_steps(reader, &steps_path, steps_value, templates, replicas)
-        }
-        None => Some(Vec::new()),
+    steps: Option<&[CanaryStep]>,
+) -> Option<BackgroundAnalysis> {
+    let mut table = reader.table(path, value)?;
+    let starting_step = match table.get("startingStep") {
+        Some((step_path, step_value)) => reader
+            .int::<usize>(&step_path, step_value, 0..=i64::from(u32::MAX))
+            .and_then(|index| match steps {
+                Some(steps) if !steps.is_empty() && index >= steps.len() => {
+                    reader.error(
+                        step_value,
+                        &step_path,
+                        format!(
+                            "step {index} does not exist: the canary has {} steps, numbered \
+                             from 0",
+                            steps.len()
+                        ),
+                    );
+                    None
+                }
+                _ => Some(index),
+            }),
+        None => Some(0),
     };
+    let analysis =
+        read_analysis_fields(reader, &mut table, (path, value), templates, "the analysis");
     table.finish(reader);
-    Some(Strategy::Canary(CanaryStrategy {
-        steps: steps?,
-        analysis: None,
-    }))
+    Some(BackgroundAnalysis {
+        analysis: analysis?,
+        starting_step: starting_step?,
+    })
+}
+
+/// `strategy.blueGreen`. The active listener is the service's `traffic.http`: `activeService`
+/// may repeat it (Argo requires the field) but never name another address.
+fn read_blue_green<'v>(
+    reader: &mut Reader<'_>,
+    path: &str,
+    value: &'v Value,
+    templates: &BTreeMap<String, TemplateInfo>,
+    service: &ServiceContext<'_>,
+    listeners: &mut Vec<Listener<'v>>,
+) -> Option<BlueGreenStrategy> {
+    let mut table = reader.table(path, value)?;
+    let active = optional(table.get("activeService"), |active_path, active_value| {
+        let text = reader.string(active_path, active_value)?;
+        let address = read_listen_address(reader, active_path, active_value, text)?;
+        let listen = service.listen?;
+        let same = listen
+            .parse::<SocketAddr>()
+            .is_ok_and(|traffic| traffic == address);
+        if !same {
+            reader.error(
+                active_value,
+                active_path,
+                format!(
+                    "must equal traffic.http ({listen:?}): the active service is the \
+                     service's traffic listener; leave activeService out or repeat it"
+                ),
+            );
+            return None;
+        }
+        Some(())
+    });
+    let preview_listen = match table.get("previewService") {
+        None => Some(None),
+        Some((preview_path, preview_value)) => reader
+            .string(&preview_path, preview_value)
+            .and_then(|text| {
+                let address = read_listen_address(reader, &preview_path, preview_value, text)?;
+                listeners.push(Listener {
+                    service_path: format!("{} (previewService)", service.path),
+                    address,
+                    value: preview_value,
+                    path: preview_path.clone(),
+                });
+                Some(Some(text.to_string()))
+            }),
+    };
+    let preview_replica_count = optional(
+        table.get("previewReplicaCount"),
+        |count_path, count_value| {
+            let count = reader.int::<u32>(count_path, count_value, 1..=MAX_REPLICAS)?;
+            match service.replicas {
+                Some(replicas) if count > replicas => {
+                    reader.error(
+                        count_value,
+                        count_path,
+                        format!("{count} is more than the service's replicas ({replicas})"),
+                    );
+                    None
+                }
+                _ => Some(count),
+            }
+        },
+    );
+    let auto_promotion_entry = table.get("autoPromotionEnabled");
+    let auto_promotion_enabled = match &auto_promotion_entry {
+        Some((enabled_path, enabled_value)) => reader.boolean(enabled_path, enabled_value),
+        None => Some(true),
+    };
+    let auto_promotion_seconds = optional(
+        table.get("autoPromotionSeconds"),
+        |seconds_path, seconds_value| {
+            let seconds =
+                reader.int::<u32>(seconds_path, seconds_value, 0..=i64::from(u32::MAX))?;
+            if auto_promotion_enabled == Some(false) {
+                reader.error(
+                    seconds_value,
+                    seconds_path,
+                    "has no effect when autoPromotionEnabled is false: remove one of them",
+                );
+                return None;
+            }
+            Some(seconds)
+        },
+    );
+    let pre_promotion_analysis = optional(
+        table.get("prePromotionAnalysis"),
+        |analysis_path, analysis_value| {
+            read_analysis_step(
+                reader,
+                analysis_path,
+                analysis_value,
+                templates,
+                "the analysis",
+            )
+        },
+    );
+    let post_promotion_analysis = optional(
+        table.get("postPromotionAnalysis"),
+        |analysis_path, analysis_value| {
+            read_analysis_step(
+                reader,
+                analysis_path,
+                analysis_value,
+                templates,
+                "the analysis",
+            )
+        },
+    );
+    let scale_down_delay_seconds = match table.get("scaleDownDelaySeconds") {
+        Some((delay_path, delay_value)) => {
+            reader.int::<u32>(&delay_path, delay_value, 0..=i64::from(u32::MAX))
+        }
+        None => Some(DEFAULT_SCALE_DOWN_DELAY_SECONDS),
+    };
+    let abort_scale_down_delay_seconds = match table.get("abortScaleDownDelaySeconds") {
+        Some((delay_path, delay_value)) => {
+            reader.int::<u32>(&delay_path, delay_value, 0..=i64::from(u32::MAX))
+        }
+        None => Some(DEFAULT_SCALE_DOWN_DELAY_SECONDS),
+    };
+    if let Some((steps_path, steps_value)) = table.get("steps") {
+        reader.error(
+            steps_value,
+            &steps_path,
+            "blue-green has no steps: use `canary` for a stepwise rollout",
+        );
+    }
+    table.finish(reader);
+    active?;
+    Some(BlueGreenStrategy {
+        preview_listen: preview_listen?,
+        preview_replica_count: preview_replica_count?,
+        auto_promotion_enabled: auto_promotion_enabled?,
+        auto_promotion_seconds: auto_promotion_seconds?,
+        pre_promotion_analysis: pre_promotion_analysis?,
+        post_promotion_analysis: post_promotion_analysis?,
+        scale_down_delay_seconds: scale_down_delay_seconds?,
+        abort_scale_down_delay_seconds: abort_scale_down_delay_seconds?,
+    })
 }
 
 fn read_steps(
@@ -683,9 +889,8 @@ fn read_step(
                 }),
             }
         }
-        "analysis" => {
-            read_analysis_step(reader, &kind_path, kind_value, templates).map(CanaryStep::Analysis)
-        }
+        "analysis" => read_analysis_step(reader, &kind_path, kind_value, templates, "the step")
+            .map(CanaryStep::Analysis),
         _ => read_canary_scale(reader, &kind_path, kind_value).map(CanaryStep::SetCanaryScale),
     }
 }
@@ -722,8 +927,24 @@ fn read_analysis_step(
     path: &str,
     value: &Value,
     templates: &BTreeMap<String, TemplateInfo>,
+    what: &str,
 ) -> Option<AnalysisStep> {
     let mut table = reader.table(path, value)?;
+    let step = read_analysis_fields(reader, &mut table, (path, value), templates, what);
+    table.finish(reader);
+    step
+}
+
+/// `templates` and `args` of an analysis (a step, background analysis, or a blue-green
+/// promotion analysis), checked against the templates: each must exist and get every argument
+/// it has no default for.
+fn read_analysis_fields(
+    reader: &mut Reader<'_>,
+    table: &mut Table<'_>,
+    (path, value): (&str, &Value),
+    templates: &BTreeMap<String, TemplateInfo>,
+    what: &str,
+) -> Option<AnalysisStep> {
     let names = table
         .required(reader, "templates")
         .and_then(|(path, value)| read_template_refs(reader, &path, value, templates));
@@ -735,7 +956,6 @@ fn read_analysis_step(
         }),
         None => Some(BTreeMap::new()),
     };
-    table.finish(reader);
     let (names, args) = (names?, args?);
     let mut complete = true;
     for name in &names {
@@ -753,7 +973,7 @@ fn read_analysis_step(
                 value,
                 path,
                 format!(
-                    "template `{name}` needs argument `{}`, which the step does not set in `args`",
+                    "template `{name}` needs argument `{}`, which {what} does not set in `args`",
                     missing.name
                 ),
             );
@@ -903,9 +1123,24 @@ fn read_templates(reader: &mut Reader<'_>, path: &str, value: &Value) -> Templat
         if let Some(name) = &name {
             info.insert(name.clone(), TemplateInfo { args: args.clone() });
         }
-        let metrics = table
+        let mut metrics = table
             .required(reader, "metrics")
             .and_then(|(path, value)| read_metrics(reader, &path, value, args.as_deref()));
+        let dry_run = optional(table.get("dryRun"), |path, value| {
+            read_metric_rules(reader, path, value, metrics.as_deref(), false)
+        });
+        let retention = optional(table.get("measurementRetention"), |path, value| {
+            read_metric_rules(reader, path, value, metrics.as_deref(), true)
+        });
+        if let (Some(metrics), Some(dry_run), Some(retention)) =
+            (&mut metrics, &dry_run, &retention)
+        {
+            apply_metric_rules(metrics, dry_run.as_deref(), retention.as_deref());
+        }
+        let metrics = match (dry_run, retention) {
+            (Some(_), Some(_)) => metrics,
+            _ => None,
+        };
         table.finish(reader);
         match (name, args, metrics) {
             (Some(name), Some(args), Some(metrics)) => {
@@ -922,6 +1157,137 @@ fn read_templates(reader: &mut Reader<'_>, path: &str, value: &Value) -> Templat
         }
     }
     (complete.then_some(templates), info)
+}
+
+/// One `dryRun` or `measurementRetention` entry: which metrics it selects, and the limit.
+struct MetricRule {
+    pattern: MetricPattern,
+    limit: Option<u32>,
+}
+
+/// The part of Argo's `metricName` regular expressions that edgeroll supports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum MetricPattern {
+    /// `.*`: every metric.
+    All,
+    /// `prefix.*`: every metric whose name starts with the prefix.
+    Prefix(String),
+    /// A plain name: that metric.
+    Exact(String),
+}
+
+impl MetricPattern {
+    /// Classify `text`, or say why it is not one of the supported forms.
+    fn parse(text: &str) -> Result<MetricPattern, String> {
+        if text == ".*" {
+            return Ok(MetricPattern::All);
+        }
+        let (stem, prefix) = match text.strip_suffix(".*") {
+            Some(stem) => (stem, true),
+            None => (text, false),
+        };
+        if stem.is_empty() || stem.contains(REGEX_META) {
+            return Err(format!("{text:?} is not supported: {PATTERN_HINT}"));
+        }
+        Ok(if prefix {
+            MetricPattern::Prefix(stem.to_string())
+        } else {
+            MetricPattern::Exact(stem.to_string())
+        })
+    }
+
+    /// Whether the whole of `name` matches (Argo's match is unanchored; edgeroll's exact names
+    /// are anchored, so a pattern never selects more metrics than it names).
+    fn matches(&self, name: &str) -> bool {
+        match self {
+            MetricPattern::All => true,
+            MetricPattern::Prefix(prefix) => name.starts_with(prefix.as_str()),
+            MetricPattern::Exact(exact) => name == exact,
+        }
+    }
+}
+
+/// `dryRun = [{ metricName }]` or, `with_limit`, `measurementRetention = [{ metricName, limit }]`.
+/// Every pattern must match a metric of the template (as Argo requires); when the metrics are
+/// themselves invalid (`None`) that check is skipped.
+fn read_metric_rules(
+    reader: &mut Reader<'_>,
+    path: &str,
+    value: &Value,
+    metrics: Option<&[Metric]>,
+    with_limit: bool,
+) -> Option<Vec<MetricRule>> {
+    let elements = reader.array(path, value)?;
+    let mut rules = Vec::with_capacity(elements.len());
+    for (index, element) in elements.iter().enumerate() {
+        let element_path = index_path(path, index);
+        let Some(mut table) = reader.table(&element_path, element) else {
+            continue;
+        };
+        let pattern = table
+            .required(reader, "metricName")
+            .and_then(|(name_path, name_value)| {
+                let text = reader.non_empty_string(&name_path, name_value)?;
+                let pattern = MetricPattern::parse(text)
+                    .map_err(|message| reader.error(name_value, &name_path, message))
+                    .ok()?;
+                if let Some(metrics) = metrics {
+                    if !metrics.iter().any(|metric| pattern.matches(&metric.name)) {
+                        let names: Vec<&str> =
+                            metrics.iter().map(|metric| metric.name.as_str()).collect();
+                        let hint = match suggest(text, &names) {
+                            Some(close) => format!(", did you mean `{close}`?"),
+                            None => String::new(),
+                        };
+                        reader.error(
+                            name_value,
+                            &name_path,
+                            format!("{text:?} matches no metric of this template{hint}"),
+                        );
+                        return None;
+                    }
+                }
+                Some(pattern)
+            });
+        let limit = if with_limit {
+            table
+                .required(reader, "limit")
+                .and_then(|(limit_path, limit_value)| {
+                    reader.int::<u32>(&limit_path, limit_value, 1..=i64::from(u32::MAX))
+                })
+                .map(Some)
+        } else {
+            Some(None)
+        };
+        table.finish(reader);
+        if let (Some(pattern), Some(limit)) = (pattern, limit) {
+            rules.push(MetricRule { pattern, limit });
+        }
+    }
+    (rules.len() == elements.len()).then_some(rules)
+}
+
+/// Mark the metrics selected by `dry_run` and give those selected by `retention` their limit
+/// (the last matching rule wins, as in Argo).
+fn apply_metric_rules(
+    metrics: &mut [Metric],
+    dry_run: Option<&[MetricRule]>,
+    retention: Option<&[MetricRule]>,
+) {
+    for metric in metrics {
+        if let Some(rules) = dry_run {
+            metric.dry_run = rules.iter().any(|rule| rule.pattern.matches(&metric.name));
+        }
+        if let Some(rules) = retention {
+            if let Some(rule) = rules
+                .iter()
+                .rev()
+                .find(|rule| rule.pattern.matches(&metric.name))
+            {
+                metric.measurement_retention = rule.limit;
+            }
+        }
+    }
 }
 
 fn read_metrics(
@@ -995,14 +1361,6 @@ fn read_metric(
     let failure_condition = optional(table.get("failureCondition"), |path, value| {
         read_condition(reader, path, value, args)
     });
-    if let (Some(None), Some(None)) = (&success_condition, &failure_condition) {
-        let path = table.path().to_string();
-        reader.error(
-            table.value(),
-            &path,
-            "needs a successCondition or a failureCondition",
-        );
-    }
     let failure_limit = match table.get("failureLimit") {
         Some((path, value)) => reader.int::<i32>(&path, value, -1..=i64::from(i32::MAX)),
         None => Some(0),
@@ -1015,9 +1373,42 @@ fn read_metric(
         Some((path, value)) => reader.int::<u32>(&path, value, 0..=i64::from(u32::MAX)),
         None => Some(DEFAULT_CONSECUTIVE_ERROR_LIMIT),
     };
-    let provider = table
-        .required(reader, "provider")
-        .and_then(|(path, value)| read_provider(reader, &path, value, args));
+    let consecutive_success_limit = match table.get("consecutiveSuccessLimit") {
+        Some((path, value)) => reader.int::<u32>(&path, value, 0..=i64::from(u32::MAX)),
+        None => Some(0),
+    };
+    let provider_entry = table.required(reader, "provider");
+    let decides_itself = provider_entry
+        .as_ref()
+        .is_some_and(|(_, value)| names_self_deciding_provider(value));
+    let provider =
+        provider_entry.and_then(|(path, value)| read_provider(reader, &path, value, args));
+    // The judge and job providers say themselves whether the measurement passed, so their
+    // metrics may leave the conditions out and get the obvious ones; every other provider
+    // returns a figure that only the user can judge.
+    let (success_condition, failure_condition) = match (success_condition, failure_condition) {
+        (Some(None), Some(None)) => match &provider {
+            Some(Provider::Judge(_)) => (
+                Some(Some(JUDGE_CONDITIONS.0.to_string())),
+                Some(Some(JUDGE_CONDITIONS.1.to_string())),
+            ),
+            Some(Provider::Job(_)) => (Some(Some(JOB_SUCCESS_CONDITION.to_string())), Some(None)),
+            _ => {
+                // An invalid judge or job provider is reported on its own; asking for a
+                // condition it does not need would only mislead.
+                if !decides_itself {
+                    let path = table.path().to_string();
+                    reader.error(
+                        table.value(),
+                        &path,
+                        "needs a successCondition or a failureCondition",
+                    );
+                }
+                (Some(None), Some(None))
+            }
+        },
+        conditions => conditions,
+    };
     Some(Metric {
         name: name?,
         interval: interval?,
@@ -1028,15 +1419,21 @@ fn read_metric(
         failure_limit: failure_limit?,
         inconclusive_limit: inconclusive_limit?,
         consecutive_error_limit: consecutive_error_limit?,
-        consecutive_success_limit: 0,
+        consecutive_success_limit: consecutive_success_limit?,
         dry_run: false,
         measurement_retention: None,
         provider: provider?,
     })
 }
 
+/// Whether a `provider` table names the judge or the job provider, which need no conditions.
+fn names_self_deciding_provider(value: &Value) -> bool {
+    matches!(&value.node, Node::Table(entries)
+        if entries.iter().any(|entry| entry.key == "judge" || entry.key == "job"))
+}
+
 /// An optional field: `Some(None)` when absent, `Some(Some(_))` when valid, `None` when invalid.
-fn optional<T>(
+pub(super) fn optional<T>(
     found: Option<(String, &Value)>,
     read: impl FnOnce(&str, &Value) -> Option<T>,
 ) -> Option<Option<T>> {
@@ -1046,7 +1443,7 @@ fn optional<T>(
     }
 }
 
-fn read_condition(
+pub(super) fn read_condition(
     reader: &mut Reader<'_>,
     path: &str,
     value: &Value,
@@ -1062,7 +1459,7 @@ fn read_condition(
 }
 
 /// Every `{{args.x}}` in `text` must name an argument the template declares.
-fn check_placeholders(
+pub(super) fn check_placeholders(
     reader: &mut Reader<'_>,
     path: &str,
     value: &Value,
@@ -1093,7 +1490,7 @@ fn check_placeholders(
 }
 
 /// The trimmed insides of every `{{…}}` in `text`.
-fn placeholders(text: &str) -> Vec<&str> {
+pub(super) fn placeholders(text: &str) -> Vec<&str> {
     let mut found = Vec::new();
     let mut rest = text;
     while let Some(start) = rest.find("{{") {
@@ -1108,7 +1505,7 @@ fn placeholders(text: &str) -> Vec<&str> {
 }
 
 /// `text` with every `{{…}}` replaced by [`PLACEHOLDER_STAND_IN`].
-fn replace_placeholders(text: &str) -> String {
+pub(super) fn replace_placeholders(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(start) = rest.find("{{") {
@@ -1122,58 +1519,6 @@ fn replace_placeholders(text: &str) -> String {
     }
     out.push_str(rest);
     out
-}
-
-fn read_provider(
-    reader: &mut Reader<'_>,
-    path: &str,
-    value: &Value,
-    args: Option<&[TemplateArg]>,
-) -> Option<Provider> {
-    let (_, builtin_path, builtin_value) = one_of(
-        reader,
-        path,
-        value,
-        ("provider", &PROVIDERS),
-        &UNSUPPORTED_PROVIDERS,
-        |key| format!("provider `{key}` is not supported yet"),
-    )?;
-    let mut table = reader.table(&builtin_path, builtin_value)?;
-    let query = table.required(reader, "query").and_then(|(path, value)| {
-        let name = reader.string(&path, value)?;
-        let found = BuiltinMetric::ALL
-            .iter()
-            .find(|(known, _)| *known == name)
-            .map(|(_, metric)| *metric);
-        if found.is_none() {
-            let names: Vec<&str> = BuiltinMetric::ALL.iter().map(|(known, _)| *known).collect();
-            reader.error(
-                value,
-                &path,
-                format!(
-                    "unknown query `{name}`, expected one of {}",
-                    names.join(", ")
-                ),
-            );
-        }
-        found
-    });
-    let version = match table.get("version") {
-        Some((path, value)) => reader.non_empty_string(&path, value).and_then(|version| {
-            check_placeholders(reader, &path, value, version, args).then(|| version.to_string())
-        }),
-        None => Some(DEFAULT_BUILTIN_VERSION.to_string()),
-    };
-    let window = match table.get("window") {
-        Some((path, value)) => reader.duration(&path, value),
-        None => super::duration::parse(DEFAULT_BUILTIN_WINDOW).ok(),
-    };
-    table.finish(reader);
-    Some(Provider::Builtin(BuiltinQuery {
-        query: query?,
-        version: version?,
-        window: window?,
-    }))
 }
 
 #[cfg(test)]
