@@ -196,10 +196,12 @@ mod tests {
             consecutive_success_limit: 0,
             dry_run: false,
             measurement_retention: None,
+            wait_for_evidence: None,
             provider: Provider::Builtin(BuiltinQuery {
                 query: BuiltinMetric::SuccessRate,
                 version: version.to_owned(),
                 window: Duration::from_secs(30),
+                min_samples: 1,
             }),
         }
     }

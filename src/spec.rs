@@ -241,6 +241,10 @@ pub struct Metric {
     /// How many measurements are kept (Argo's `measurementRetention`; default 10).
     #[serde(default)]
     pub measurement_retention: Option<u32>,
+    /// Beyond Argo: how long the metric waits for its first evidence (a measurement that is not
+    /// "no data") before "no data" counts as Inconclusive; `None` uses the default.
+    #[serde(default)]
+    pub wait_for_evidence: Option<Duration>,
     /// Where the value comes from.
     pub provider: Provider,
 }
@@ -331,6 +335,13 @@ pub struct BuiltinQuery {
     pub version: String,
     /// Over which trailing window.
     pub window: Duration,
+    /// Fewer requests than this in the window is "no data", not a value (default 1).
+    #[serde(default = "default_min_samples")]
+    pub min_samples: u64,
+}
+
+fn default_min_samples() -> u64 {
+    1
 }
 
 /// The figures the proxy measures per version.

@@ -76,10 +76,12 @@ fn metric() -> impl Strategy<Value = Metric> {
                     consecutive_success_limit: 0,
                     dry_run: false,
                     measurement_retention: None,
+                    wait_for_evidence: None,
                     provider: Provider::Builtin(BuiltinQuery {
                         query: BuiltinMetric::SuccessRate,
                         version: "canary".to_owned(),
                         window: Duration::from_secs(30),
+                        min_samples: 1,
                     }),
                 }
             },

@@ -38,10 +38,12 @@ fn metric(name: &str) -> Metric {
         consecutive_success_limit: 0,
         dry_run: false,
         measurement_retention: None,
+        wait_for_evidence: None,
         provider: Provider::Builtin(BuiltinQuery {
             query: BuiltinMetric::SuccessRate,
             version: "canary".to_owned(),
             window: secs(30),
+            min_samples: 1,
         }),
     }
 }
@@ -361,6 +363,7 @@ fn a_measurement_between_errors_resets_the_consecutive_count() {
             consecutive_success_limit: 0,
             dry_run: false,
             measurement_retention: None,
+            wait_for_evidence: None,
             ..metric("success-rate")
         }],
         vec![
@@ -572,6 +575,7 @@ fn a_condition_that_fails_to_evaluate_is_an_error_not_a_failure() {
             consecutive_success_limit: 0,
             dry_run: false,
             measurement_retention: None,
+            wait_for_evidence: None,
             ..metric("success-rate")
         }],
         vec![Record(0, 0, Outcome::Value(json!([])))],
@@ -776,6 +780,7 @@ fn new_run_merges_templates_and_substitutes_arguments() {
                 query: BuiltinMetric::SuccessRate,
                 version: "{{ args.version }}".to_owned(),
                 window: secs(30),
+                min_samples: 1,
             }),
             ..metric("success-rate")
         }],

@@ -137,10 +137,12 @@ fn metric(name: String, args: Vec<TemplateArg>) -> impl Strategy<Value = Built<M
                     consecutive_success_limit: 0,
                     dry_run: false,
                     measurement_retention: None,
+                    wait_for_evidence: None,
                     provider: Provider::Builtin(BuiltinQuery {
                         query,
                         version: version.unwrap_or_else(|| "canary".into()),
                         window: window.map_or(Duration::from_secs(30), |(duration, _)| duration),
+                        min_samples: 1,
                     }),
                 };
                 (metric, document)

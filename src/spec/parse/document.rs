@@ -1422,6 +1422,7 @@ fn read_metric(
         consecutive_success_limit: consecutive_success_limit?,
         dry_run: false,
         measurement_retention: None,
+        wait_for_evidence: None,
         provider: provider?,
     })
 }

@@ -199,6 +199,7 @@ fn read_builtin(reader: &mut Reader<'_>, fields: &Fields<'_>) -> Option<BuiltinQ
         query: query?,
         version: version?,
         window: window?,
+        min_samples: 1,
     })
 }
 
