@@ -129,6 +129,9 @@ pub struct MetricRun {
     pub name: String,
     /// Metric phase.
     pub phase: String,
+    /// Why the metric is in its phase (limits reached, waiting for evidence, …).
+    #[serde(default)]
+    pub message: Option<String>,
     /// Measurements, oldest first.
     pub measurements: Vec<Measurement>,
 }
@@ -146,6 +149,9 @@ pub struct Measurement {
     /// Why (errors, no data).
     #[serde(default)]
     pub message: Option<String>,
+    /// What was asked, after argument substitution, e.g. `builtin success_rate{version="2.0.0"}[30s]`.
+    #[serde(default)]
+    pub query: Option<String>,
 }
 
 /// A rollout event.

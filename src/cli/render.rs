@@ -306,12 +306,35 @@ fn analysis_node(run: &AnalysisRun) -> Node {
                     format!("{} {shown}", icon(&m.phase))
                 })
                 .collect();
+            // What was asked and why the metric stands where it does, so a verdict is never
+            // a bare icon.
+            let last = metric.measurements.last();
+            let mut details = Vec::new();
+            if let Some(query) = last.and_then(|m| m.query.as_deref()) {
+                details.push(("query", query.to_owned()));
+            }
+            if let Some(message) = metric
+                .message
+                .as_deref()
+                .or_else(|| last.and_then(|m| m.message.as_deref()))
+            {
+                details.push(("why", message.to_owned()));
+            }
             Node {
                 name: format!("▪ {}", metric.name),
                 kind: "Metric",
                 status: with_icon(&metric.phase),
                 info: latest.join(" "),
-                children: Vec::new(),
+                children: details
+                    .into_iter()
+                    .map(|(label, text)| Node {
+                        name: label.to_owned(),
+                        kind: "",
+                        status: String::new(),
+                        info: text,
+                        children: Vec::new(),
+                    })
+                    .collect(),
             }
         })
         .collect();

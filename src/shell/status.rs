@@ -165,6 +165,7 @@ fn analysis_run(run: &AnalysisRun) -> types::AnalysisRun {
             .map(|metric| types::MetricRun {
                 name: metric.metric.name.clone(),
                 phase: run_phase_name(metric.phase).to_owned(),
+                message: metric.message.clone(),
                 measurements: metric
                     .measurements
                     .iter()
@@ -173,6 +174,7 @@ fn analysis_run(run: &AnalysisRun) -> types::AnalysisRun {
                         phase: measurement_phase_name(measurement.phase).to_owned(),
                         value: measurement.value.clone(),
                         message: measurement.message.clone(),
+                        query: measurement.query.clone(),
                     })
                     .collect(),
             })

@@ -29,6 +29,7 @@ fn measurement(second: u32, phase: &str, value: &str) -> Measurement {
         phase: phase.to_owned(),
         value: Some(value.to_owned()),
         message: None,
+        query: Some("builtin success_rate{version=\"2.5.0\"}[30s]".to_owned()),
     }
 }
 
@@ -67,6 +68,7 @@ fn paused_canary() -> ServiceStatus {
             metrics: vec![MetricRun {
                 name: "success-rate".to_owned(),
                 phase: "Running".to_owned(),
+                message: None,
                 measurements: vec![
                     measurement(0, "Successful", "[0.995]"),
                     measurement(10, "Successful", "[0.991]"),
@@ -126,6 +128,7 @@ fn aborted() -> ServiceStatus {
             metrics: vec![MetricRun {
                 name: "success-rate".to_owned(),
                 phase: "Failed".to_owned(),
+                message: Some("2 of 4 measurements failed (limit 1)".to_owned()),
                 measurements: vec![
                     measurement(0, "Successful", "[0.99]"),
                     measurement(10, "Failed", "[0.81]"),
@@ -134,6 +137,7 @@ fn aborted() -> ServiceStatus {
                         phase: "Error".to_owned(),
                         value: None,
                         message: Some("no requests in window".to_owned()),
+                        query: None,
                     },
                     measurement(30, "Failed", "[0.79]"),
                 ],
@@ -204,6 +208,7 @@ fn paused_canary_with_analysis() {
         ├──# revision:2 2.3.1               Revision     • ScaledDown
         └──α telemetry-ingest-r4-step2      AnalysisRun  ◌ Running
            └──▪ success-rate                Metric       ◌ Running     ✔ [0.995] ✔ [0.991]
+              └──query                                                 builtin success_rate{version="2.5.0"}[30s]
 
         Events:
           2026-11-27T09:59:30Z  RolloutStarted   rollout to 2.5.0 (revision 4) started
@@ -233,6 +238,8 @@ fn aborted_and_degraded() {
         │  └──□ checkout-r7-aa11bb  Instance     ✔ Ready        127.0.0.1:41011
         └──α checkout-r8-step3      AnalysisRun  ✖ Failed       metric "success-rate" assessed Failed
            └──▪ success-rate        Metric       ✖ Failed       ✖ [0.81] ⚠ no requests in window ✖ [0.79]
+              ├──query                                          builtin success_rate{version="2.5.0"}[30s]
+              └──why                                            2 of 4 measurements failed (limit 1)
 
         Events:
           2026-11-27T10:00:02Z  Event  event 2
