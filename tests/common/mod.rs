@@ -87,6 +87,12 @@ impl Site {
         site
     }
 
+    /// The environment marker every workload of this site must carry (`EDGEROLL_TEST_MARKER`),
+    /// so the site can stop them all when the test ends.
+    pub fn marker(&self) -> &str {
+        &self.marker
+    }
+
     /// Start (or restart) `edgeroll run` and wait until its socket answers.
     pub fn start_agent(&mut self) {
         let log = std::fs::OpenOptions::new()
