@@ -59,6 +59,11 @@ pub struct ApiCommand {
 /// stealing the socket from a running agent; a socket nobody answers on is removed. A path that
 /// exists but is not a socket is never removed. Must be called inside a tokio runtime.
 pub fn bind(path: &Path) -> io::Result<UnixListener> {
+    bind_with_mode(path, SOCKET_MODE)
+}
+
+/// [`bind`] with other permission bits (`agent.socket_mode`).
+pub fn bind_with_mode(path: &Path, mode: u32) -> io::Result<UnixListener> {
     if let Some(parent) = path
         .parent()
         .filter(|parent| !parent.as_os_str().is_empty())
@@ -73,7 +78,7 @@ pub fn bind(path: &Path) -> io::Result<UnixListener> {
     remove_stale_socket(path)?;
     let listener = UnixListener::bind(path)
         .map_err(|error| annotate(error, format!("bind socket {}", path.display())))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(SOCKET_MODE))
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
         .map_err(|error| annotate(error, format!("set mode of socket {}", path.display())))?;
     set_operator_group(path)?;
     Ok(listener)

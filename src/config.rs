@@ -28,6 +28,8 @@ pub const DROP_IN_DIR: &str = "edgeroll.d";
 pub const HOSTNAME_FILE: &str = "/etc/hostname";
 /// The site name when neither the config nor [`HOSTNAME_FILE`] gives one.
 pub const DEFAULT_SITE: &str = "localhost";
+/// Default `agent.socket_mode`: root and the `edgeroll` group may connect.
+pub const DEFAULT_SOCKET_MODE: u32 = 0o660;
 /// Default `agent.shutdown_grace`.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// Default `runtime.stop_grace`.
@@ -50,6 +52,8 @@ pub struct Config {
     pub state_dir: PathBuf,
     /// Local API socket.
     pub socket: PathBuf,
+    /// Permission bits of the socket (default 0660; 0666 lets every local user read status).
+    pub socket_mode: u32,
     /// Which runtime runs instances.
     pub runtime: RuntimeKind,
     /// Where the desired document comes from.
@@ -241,7 +245,7 @@ fn read_config(
     let runtime = section(reader, &mut table, "runtime", read_runtime);
     let desired = section(reader, &mut table, "desired", read_desired);
     table.finish(reader);
-    let (site, labels, state_dir, socket, shutdown_grace) = agent?;
+    let (site, labels, state_dir, socket, socket_mode, shutdown_grace) = agent?;
     let (runtime, stop_grace, log_max_bytes) = runtime?;
     let (desired, poll_interval) = desired?;
     Some(Config {
@@ -249,6 +253,7 @@ fn read_config(
         labels,
         state_dir,
         socket,
+        socket_mode,
         runtime,
         desired,
         poll_interval,
@@ -283,7 +288,14 @@ fn field<'v>(table: &mut Option<&mut Table<'v>>, key: &'static str) -> Option<(S
     table.as_mut().and_then(|table| table.get(key))
 }
 
-type Agent = (String, BTreeMap<String, String>, PathBuf, PathBuf, Duration);
+type Agent = (
+    String,
+    BTreeMap<String, String>,
+    PathBuf,
+    PathBuf,
+    u32,
+    Duration,
+);
 
 fn read_agent(reader: &mut Reader<'_>, mut table: Option<&mut Table<'_>>) -> Option<Agent> {
     let site = match field(&mut table, "site") {
@@ -302,11 +314,43 @@ fn read_agent(reader: &mut Reader<'_>, mut table: Option<&mut Table<'_>>) -> Opt
         Some((path, value)) => read_path(reader, &path, value),
         None => Some(PathBuf::from(DEFAULT_SOCKET_PATH)),
     };
+    let socket_mode = match field(&mut table, "socket_mode") {
+        Some((path, value)) => read_socket_mode(reader, &path, value),
+        None => Some(DEFAULT_SOCKET_MODE),
+    };
     let shutdown_grace = match field(&mut table, "shutdown_grace") {
         Some((path, value)) => reader.duration(&path, value),
         None => Some(DEFAULT_SHUTDOWN_GRACE),
     };
-    Some((site?, labels?, state_dir?, socket?, shutdown_grace?))
+    Some((
+        site?,
+        labels?,
+        state_dir?,
+        socket?,
+        socket_mode?,
+        shutdown_grace?,
+    ))
+}
+
+/// `socket_mode`: `"0660"` (the default: root and group `edgeroll`) or `"0666"` (every local user
+/// may read status; actions are still limited by peer credentials), or `"0600"`.
+fn read_socket_mode(reader: &mut Reader<'_>, path: &str, value: &Value) -> Option<u32> {
+    let text = reader.string(path, value)?;
+    match text {
+        "0600" => Some(0o600),
+        "0660" => Some(0o660),
+        "0666" => Some(0o666),
+        _ => {
+            reader.error(
+                value,
+                path,
+                format!(
+                    "{text:?} is not a supported socket mode; use \"0660\", \"0666\" or \"0600\""
+                ),
+            );
+            None
+        }
+    }
 }
 
 fn read_site(reader: &mut Reader<'_>, path: &str, value: &Value) -> Option<String> {

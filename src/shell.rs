@@ -164,10 +164,13 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Agent,
         shell.apply_document(document, true).await?;
     }
 
-    let api_listener = crate::api::bind(&config.socket).map_err(|source| Error::Socket {
-        path: config.socket.clone(),
-        source,
-    })?;
+    let api_listener =
+        crate::api::bind_with_mode(&config.socket, config.socket_mode).map_err(|source| {
+            Error::Socket {
+                path: config.socket.clone(),
+                source,
+            }
+        })?;
     tokio::spawn(crate::api::serve(
         api_listener,
         status_rx.clone(),

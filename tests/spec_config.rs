@@ -58,6 +58,7 @@ fn an_empty_config_takes_every_default() {
             labels: Default::default(),
             state_dir: PathBuf::from("/var/lib/edgeroll"),
             socket: PathBuf::from("/run/edgeroll/edgeroll.sock"),
+            socket_mode: 0o660,
             runtime: RuntimeKind::Process,
             desired: DesiredSource::None,
             poll_interval: Duration::from_secs(30),
@@ -238,4 +239,19 @@ fn a_missing_main_file_is_one_diagnostic() {
         "{}",
         errors[0]
     );
+}
+
+#[test]
+fn the_socket_mode_is_one_of_the_supported_ones() {
+    let dir = ConfigDir::new("[agent]\nsocket_mode = \"0666\"\n");
+    assert_eq!(dir.load().unwrap().socket_mode, 0o666);
+    let dir = ConfigDir::new("[agent]\nsocket_mode = \"0777\"\n");
+    let errors = dir.load().unwrap_err();
+    assert_eq!(errors.len(), 1);
+    assert!(
+        errors[0].message.contains("agent.socket_mode"),
+        "{}",
+        errors[0]
+    );
+    assert!(errors[0].message.contains("\"0666\""), "{}", errors[0]);
 }

@@ -25,7 +25,7 @@ pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum ClientError {
     /// Nothing answers on the socket.
-    #[error("cannot reach the edgeroll agent at {}: {} (is `edgeroll run` running?)", socket.display(), describe(source))]
+    #[error("cannot reach the edgeroll agent at {}: {} ({})", socket.display(), describe(source), hint(source))]
     Unreachable {
         /// The socket tried.
         socket: PathBuf,
@@ -208,5 +208,14 @@ impl Client {
                 }),
             }
         }
+    }
+}
+
+/// What a user can do about a connection failure.
+fn hint(error: &io::Error) -> &'static str {
+    if error.kind() == io::ErrorKind::PermissionDenied {
+        "the socket is for root and group edgeroll: use sudo, join the group, or set agent.socket_mode = \"0666\" to let every local user read status"
+    } else {
+        "is `edgeroll run` running?"
     }
 }
