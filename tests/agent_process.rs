@@ -165,3 +165,53 @@ fn a_second_agent_on_the_same_state_directory_refuses_to_start() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("another edgeroll agent"), "{stderr}");
 }
+
+#[test]
+fn sigterm_lets_in_flight_requests_finish_and_leaves_workloads_running() {
+    let mut site = Site::start(SiteOptions::default());
+    let text = format!(
+        r#"apiVersion = "edgeroll/v1"
+[[services]]
+name = "web"
+traffic = {{ http = "{proxy}" }}
+[services.template]
+version = "1.0.0"
+command = ["{exe}", "sample-app", "--port", "{{port}}", "--version", "1.0.0", "--latency-ms", "1500"]
+env = {{ EDGEROLL_TEST_MARKER = "{marker}" }}
+readiness = {{ httpGet = "/healthz" }}
+[services.strategy.canary]
+steps = []
+"#,
+        proxy = site.proxy,
+        exe = common::edgeroll(),
+        marker = site.marker(),
+    );
+    std::fs::write(&site.desired, text).expect("write desired");
+    site.reload();
+    let healthy = site.wait_for("healthy", |s| s["phase"] == "Healthy");
+    let instances = common::instance_ids(&healthy);
+
+    // A request that takes 1.5 s is in flight when SIGTERM arrives.
+    let proxy = site.proxy;
+    let slow = std::thread::spawn(move || common::HttpClient::connect(proxy).get("/"));
+    std::thread::sleep(Duration::from_millis(300));
+    let status = site.terminate_agent();
+    let answer = slow.join().expect("the slow request");
+    assert_eq!(
+        answer.status, 200,
+        "the in-flight request finished: {answer:?}"
+    );
+    assert_eq!(status.code(), Some(0), "the agent exits cleanly on SIGTERM");
+    assert!(
+        std::net::TcpStream::connect(proxy).is_err(),
+        "the proxy no longer accepts connections"
+    );
+
+    // The workload kept running and is adopted, not restarted, by the next agent.
+    site.start_agent();
+    let adopted = site.wait_for("adopted", |s| {
+        s["phase"] == "Healthy" && common::all_ready(s)
+    });
+    assert_eq!(common::instance_ids(&adopted), instances);
+    assert_eq!(adopted["instances"][0]["restarts"], 0);
+}

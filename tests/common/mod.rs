@@ -135,6 +135,26 @@ impl Site {
         }
     }
 
+    /// SIGTERM the agent and wait for it to exit; returns its exit status.
+    pub fn terminate_agent(&mut self) -> std::process::ExitStatus {
+        let mut child = self.agent.take().expect("the agent runs");
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("pid"));
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
+        let deadline = Instant::now() + WAIT;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!(
+            "the agent did not stop within {WAIT:?} of SIGTERM\n{}",
+            self.agent_log()
+        );
+    }
+
     /// Run a second `edgeroll run` on the same config and collect its output.
     pub fn run_second_agent(&self) -> Output {
         let mut child = Command::new(edgeroll())
