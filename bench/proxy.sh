@@ -218,7 +218,7 @@ split_check() { # url -> "v1=N v2=M"
     echo "v1=$v1 v2=$v2 other=$other"
 }
 
-declare -A RPS P50 P99 NON2XX SOCKERR CPU CSW_PER_REQ SPLIT
+declare -A RPS P50 P99 NON2XX SOCKERR CPU CPU_PER_REQ CSW_PER_REQ SPLIT
 # One measured pass: warm-up, then wrk for DURATION with --latency; proxy CPU, context switches and
 # per-backend request counts are read around the measured pass.
 measure() { # name url proxy-pid(or empty)
@@ -241,9 +241,10 @@ measure() { # name url proxy-pid(or empty)
     SPLIT[$name]="stable $((a1 - a0)) / canary $((b1 - b0))"
     if [ -n "$pid" ]; then
         CPU[$name]="$(awk -v d=$((t1 - t0)) -v hz="$CLK_TCK" -v s="$DURATION" 'BEGIN { printf "%.0f%%", 100 * d / hz / s }')"
+        CPU_PER_REQ[$name]="$(awk -v d=$((t1 - t0)) -v hz="$CLK_TCK" -v n="$total" 'BEGIN { printf "%.1f", (n > 0 ? 1e6 * d / hz / n : 0) }')"
         CSW_PER_REQ[$name]="$(awk -v c=$((c1 - c0)) -v n="$total" 'BEGIN { printf "%.3f", (n > 0 ? c / n : 0) }')"
     else
-        CPU[$name]="-"; CSW_PER_REQ[$name]="-"
+        CPU[$name]="-"; CPU_PER_REQ[$name]="-"; CSW_PER_REQ[$name]="-"
     fi
     log "$name: ${RPS[$name]} req/s, p50 ${P50[$name]} us, p99 ${P99[$name]} us, non-2xx ${NON2XX[$name]}, ${SPLIT[$name]}"
 }
@@ -281,10 +282,10 @@ echo "and backends: wrk and both nginx on CPU $CLIENT_CPU, the proxy alone on CP
 echo "low and noisy; the ratios are what matter. Load average before/after: $LOAD_BEFORE / $LOAD_AFTER."
 echo "Client: wrk -t$THREADS -c$CONNS -d${DURATION}s --latency (HTTP/1.1 keep-alive), ${WARMUP}s warm-up before each pass."
 echo
-echo "| path | req/s | p50 (us) | p99 (us) | non-2xx | socket errors | proxy CPU | proxy ctx switches/req | backend requests |"
-echo "|---|---:|---:|---:|---:|---|---:|---:|---|"
+echo "| path | req/s | p50 (us) | p99 (us) | non-2xx | socket errors | proxy CPU | proxy CPU us/req | proxy ctx switches/req | backend requests |"
+echo "|---|---:|---:|---:|---:|---|---:|---:|---:|---|"
 for n in direct haproxy edgeroll; do
-    echo "| $n | ${RPS[$n]} | ${P50[$n]} | ${P99[$n]} | ${NON2XX[$n]} | ${SOCKERR[$n]} | ${CPU[$n]} | ${CSW_PER_REQ[$n]} | ${SPLIT[$n]} |"
+    echo "| $n | ${RPS[$n]} | ${P50[$n]} | ${P99[$n]} | ${NON2XX[$n]} | ${SOCKERR[$n]} | ${CPU[$n]} | ${CPU_PER_REQ[$n]} | ${CSW_PER_REQ[$n]} | ${SPLIT[$n]} |"
 done
 echo
 echo "| ratio | value |"
@@ -295,6 +296,7 @@ echo "| throughput HAProxy / direct | $(ratio "${RPS[haproxy]}" "${RPS[direct]}"
 echo "| added p99 HAProxy (p99 - direct p99) | ${ADD_H} us |"
 echo "| added p99 edgeroll (p99 - direct p99) | ${ADD_E} us |"
 echo "| added p99 edgeroll / HAProxy | $(ratio "$ADD_E" "$ADD_H") |"
+echo "| proxy CPU per request edgeroll / HAProxy | $(ratio "${CPU_PER_REQ[edgeroll]}" "${CPU_PER_REQ[haproxy]}") |"
 echo
 echo "edgeroll RSS idle (canary paused, 2 backends): $RSS_IDLE"
 echo "edgeroll RSS after its measured pass:           $RSS_END"
@@ -311,9 +313,12 @@ if [ "$PERF" = 1 ] && command -v perf >/dev/null; then
         perf record -q -F 499 -p "$pid" -o "$WORK/perf-$name.data" -- sleep "$((DURATION - 2))" >/dev/null 2>&1 || true
         wait "${BG_PIDS[-1]}" || true
         echo
-        echo "perf ($name, cpu-clock samples, top 15 symbols):"
+        echo "perf ($name under load, cpu-clock samples): share by binary, then the top 12 symbols"
         echo '```'
-        perf report -q -i "$WORK/perf-$name.data" --stdio --sort dso,symbol 2>/dev/null | grep -v '^$' | head -15 || true
+        perf report -q -i "$WORK/perf-$name.data" --stdio --sort dso 2>/dev/null | grep -v '^$' | head -6 || true
+        echo
+        perf report -q -i "$WORK/perf-$name.data" --stdio --sort dso,sym 2>/dev/null | grep -v '^$' \
+            | sed 's/ *$//' | head -12 || true
         echo '```'
     done
 fi

@@ -15,8 +15,16 @@
 //! - A metric can only be Successful on evidence: when its count is reached, or its run is
 //!   terminated, with no Successful or Failed measurement, it ends Inconclusive (some answers
 //!   had no data) or Error (every measurement errored), never Successful (Argo #4479).
+//! - A metric waits for evidence (`waitForEvidence`, default [`DEFAULT_WAIT_FOR_EVIDENCE`]):
+//!   from the run's start until its first answer with a value, or until that time has passed,
+//!   a "no data" answer is recorded as an Inconclusive measurement that says it is waiting, but
+//!   it counts neither towards `inconclusiveLimit` nor towards `count` (Argo #1466, #3503,
+//!   PR #4864). `0s` restores Argo's behaviour.
+//!
+//! The full rules, with the sources in Argo, are in `docs/analysis.md`.
 
 pub mod condition;
+pub mod judge;
 pub mod template;
 pub mod value;
 
@@ -40,6 +48,13 @@ pub const DEFAULT_ERROR_RETRY_INTERVAL: Duration = Duration::from_secs(10);
 /// The shortest time between two measurements of a metric, so a zero interval cannot make the
 /// shell measure in a busy loop.
 pub const MIN_MEASUREMENT_INTERVAL: Duration = Duration::from_secs(1);
+/// How long a metric waits for its first evidence when its `waitForEvidence` is not set.
+pub const DEFAULT_WAIT_FOR_EVIDENCE: Duration = Duration::from_secs(300);
+/// How soon a metric without an interval asks again after a "no data" answer that came while it
+/// was waiting for evidence (it has no interval to follow, and that answer did not count).
+pub const EVIDENCE_RETRY_INTERVAL: Duration = Duration::from_secs(10);
+/// What the message of a measurement taken while waiting for evidence starts with.
+pub const WAITING_FOR_EVIDENCE: &str = "waiting for evidence";
 
 /// Phase of a run or of one metric in it (Argo's AnalysisPhase).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -128,7 +143,8 @@ pub struct MetricRun {
     pub metric: Metric,
     /// Its phase.
     pub phase: RunPhase,
-    /// Kept measurements, oldest first (at most [`MEASUREMENT_RETENTION`]).
+    /// Kept measurements, oldest first (at most the metric's `measurementRetention`, by default
+    /// [`MEASUREMENT_RETENTION`]).
     pub measurements: Vec<Measurement>,
     /// Why it ended this way.
     #[serde(default)]
@@ -148,6 +164,17 @@ pub struct MetricRun {
     /// Error measurements since the last measurement that was not an error.
     #[serde(default)]
     pub consecutive_error: u32,
+    /// Successful measurements since the last one that was not successful (for
+    /// `consecutiveSuccessLimit`).
+    #[serde(default)]
+    pub consecutive_success: u32,
+    /// "No data" answers taken while the metric was waiting for evidence: kept and shown as
+    /// Inconclusive measurements, but not counted in `inconclusive` nor towards `count`.
+    #[serde(default)]
+    pub awaiting_evidence: u32,
+    /// When the metric first had evidence (an answer with a value); `None` while it has none.
+    #[serde(default)]
+    pub evidence_at: Option<Timestamp>,
 }
 
 impl MetricRun {
@@ -163,15 +190,19 @@ impl MetricRun {
             inconclusive: 0,
             error: 0,
             consecutive_error: 0,
+            consecutive_success: 0,
+            awaiting_evidence: 0,
+            evidence_at: None,
         }
     }
 
-    /// Measurements ever taken, errors included.
+    /// Measurements ever taken, errors and answers while waiting for evidence included.
     pub fn total(&self) -> u32 {
         self.successful
             .saturating_add(self.failed)
             .saturating_add(self.inconclusive)
             .saturating_add(self.error)
+            .saturating_add(self.awaiting_evidence)
     }
 
     /// Measurements that count towards `count`: errors do not (as in Argo).
@@ -181,6 +212,24 @@ impl MetricRun {
             .saturating_add(self.inconclusive)
     }
 
+    /// How many measurements are kept: the metric's `measurementRetention`, or
+    /// [`MEASUREMENT_RETENTION`] when it is not set or 0 (Argo: "setting this option to 0 would
+    /// disable it").
+    pub fn retention(&self) -> usize {
+        self.metric
+            .measurement_retention
+            .filter(|limit| *limit > 0)
+            .and_then(|limit| usize::try_from(limit).ok())
+            .unwrap_or(MEASUREMENT_RETENTION)
+    }
+
+    /// Whether a "no data" answer at `now` would still be an answer while waiting for evidence:
+    /// no evidence yet, and the metric's `waitForEvidence` since `started_at` has not passed.
+    pub fn waiting_for_evidence(&self, started_at: Timestamp, now: Timestamp) -> bool {
+        self.evidence_at.is_none() && now < evidence_deadline(started_at, &self.metric)
+    }
+
+    /// Count a measurement (Argo's counters) and keep it.
     fn add(&mut self, measurement: Measurement) {
         match measurement.phase {
             MeasurementPhase::Successful => self.successful = self.successful.saturating_add(1),
@@ -195,9 +244,28 @@ impl MetricRun {
         } else {
             self.consecutive_error = 0;
         }
+        if measurement.phase == MeasurementPhase::Successful {
+            self.consecutive_success = self.consecutive_success.saturating_add(1);
+        } else {
+            self.consecutive_success = 0;
+        }
+        self.keep(measurement);
+    }
+
+    /// Keep a "no data" answer taken while waiting for evidence: shown, but counted apart.
+    fn add_awaiting(&mut self, measurement: Measurement) {
+        self.awaiting_evidence = self.awaiting_evidence.saturating_add(1);
+        // The provider did answer, so a run of errors is broken, as Argo's Inconclusive does.
+        self.consecutive_error = 0;
+        self.keep(measurement);
+    }
+
+    /// Keep a measurement, trimming the oldest beyond the retention; counters are unaffected.
+    fn keep(&mut self, measurement: Measurement) {
         self.measurements.push(measurement);
-        if self.measurements.len() > MEASUREMENT_RETENTION {
-            let excess = self.measurements.len() - MEASUREMENT_RETENTION;
+        let retention = self.retention();
+        if self.measurements.len() > retention {
+            let excess = self.measurements.len() - retention;
             self.measurements.drain(..excess);
         }
     }
@@ -244,6 +312,9 @@ pub enum Outcome {
     /// A value, bound to `result` in conditions. Non-finite numbers are encoded as the strings
     /// `"NaN"`, `"+Inf"`, `"-Inf"` ([`number_value`]).
     Value(serde_json::Value),
+    /// A value with a note that becomes the measurement's message, e.g. the judge's figures
+    /// (`U=…, p=…`); judged exactly like [`Outcome::Value`].
+    ValueWithNote(serde_json::Value, String),
     /// The provider answered but there is no evidence (no requests, empty result, NaN).
     NoData(String),
     /// The provider could not be asked or failed.
@@ -325,7 +396,9 @@ pub fn due_metrics(run: &AnalysisRun, now: Timestamp) -> Vec<usize> {
 }
 
 /// When `metric_run`'s next measurement is due: `initialDelay` after the run started, then
-/// `interval` after the previous one (sooner after an error).
+/// `interval` after the previous one (sooner after an error). A metric without an interval asks
+/// again [`EVIDENCE_RETRY_INTERVAL`] after a "no data" answer that did not count because it was
+/// waiting for evidence.
 fn metric_next_due(started_at: Timestamp, metric_run: &MetricRun) -> Option<Timestamp> {
     if metric_run.phase.is_terminal() {
         return None;
@@ -342,8 +415,22 @@ fn metric_next_due(started_at: Timestamp, metric_run: &MetricRun) -> Option<Time
             });
             Some(last.at.plus(retry))
         }
-        Some(last) => interval.map(|interval| last.at.plus(interval)),
+        // Without an interval a metric that is still measuring after a counted answer has
+        // reached its count of one; only an answer while waiting for evidence leaves it here.
+        Some(last) => Some(last.at.plus(interval.unwrap_or(EVIDENCE_RETRY_INTERVAL))),
     }
+}
+
+/// The end of `metric`'s wait for evidence in a run that started at `started_at`.
+fn evidence_deadline(started_at: Timestamp, metric: &Metric) -> Timestamp {
+    started_at.plus(wait_for_evidence(metric))
+}
+
+/// The metric's `waitForEvidence`, or [`DEFAULT_WAIT_FOR_EVIDENCE`].
+pub fn wait_for_evidence(metric: &Metric) -> Duration {
+    metric
+        .wait_for_evidence
+        .unwrap_or(DEFAULT_WAIT_FOR_EVIDENCE)
 }
 
 /// Record a measurement of metric `index` and update the phases.
@@ -355,6 +442,11 @@ pub fn record(run: &mut AnalysisRun, index: usize, outcome: Outcome, now: Timest
 }
 
 /// [`record`], keeping `query` (what was asked, from `provider::describe`) in the measurement.
+///
+/// A "no data" answer while the metric waits for evidence
+/// ([`MetricRun::waiting_for_evidence`]) is kept as an Inconclusive measurement whose message
+/// starts with [`WAITING_FOR_EVIDENCE`], and counts neither towards `inconclusiveLimit` nor
+/// towards `count`.
 pub fn record_with_query(
     run: &mut AnalysisRun,
     index: usize,
@@ -365,25 +457,79 @@ pub fn record_with_query(
     if run.phase.is_terminal() {
         return;
     }
+    let started_at = run.started_at;
     let Some(metric_run) = run.metrics.get_mut(index) else {
         return;
     };
     if metric_run.phase.is_terminal() {
         return;
     }
+    let has_evidence = matches!(outcome, Outcome::Value(_) | Outcome::ValueWithNote(..));
+    let waiting = !has_evidence && metric_run.waiting_for_evidence(started_at, now);
     let mut measurement = measurement_of(&metric_run.metric, outcome, now);
     measurement.query = query;
-    metric_run.add(measurement);
+    if waiting && measurement.phase == MeasurementPhase::Inconclusive {
+        let reason = measurement.message.take().unwrap_or_default();
+        measurement.message = Some(format!("{WAITING_FOR_EVIDENCE}: {reason}"));
+        metric_run.add_awaiting(measurement);
+    } else {
+        if has_evidence && metric_run.evidence_at.is_none() {
+            metric_run.evidence_at = Some(now);
+        }
+        metric_run.add(measurement);
+    }
     let (phase, message) = assess(metric_run, false);
     metric_run.phase = phase;
-    metric_run.message = message;
+    metric_run.message = message.or_else(|| waiting_message(metric_run, started_at, now));
     conclude(run, now);
 }
 
+/// What a running metric that is waiting for evidence says, e.g. `waiting for evidence (2m30s
+/// left of 5m): only 7 of 20 requests to canary 2.0.0 in the last 30s`.
+fn waiting_message(
+    metric_run: &MetricRun,
+    started_at: Timestamp,
+    now: Timestamp,
+) -> Option<String> {
+    if metric_run.phase != RunPhase::Running || !metric_run.waiting_for_evidence(started_at, now) {
+        return None;
+    }
+    let left = evidence_deadline(started_at, &metric_run.metric).since(now);
+    let last = metric_run
+        .measurements
+        .last()
+        .and_then(|measurement| measurement.message.as_deref())
+        .and_then(|message| message.strip_prefix(WAITING_FOR_EVIDENCE))
+        .and_then(|rest| rest.strip_prefix(": "));
+    let head = format!(
+        "{WAITING_FOR_EVIDENCE} ({} left of {})",
+        duration_text(left),
+        duration_text(wait_for_evidence(&metric_run.metric))
+    );
+    Some(match last {
+        Some(reason) => format!("{head}: {reason}"),
+        None => head,
+    })
+}
+
+/// A duration as Prometheus writes them: `30s`, `4m10s`, `500ms`.
+fn duration_text(duration: Duration) -> String {
+    // Whole seconds read better in a countdown; below one second the milliseconds matter.
+    let shown = if duration >= Duration::from_secs(1) {
+        Duration::from_secs(duration.as_secs())
+    } else {
+        duration
+    };
+    humantime::format_duration(shown)
+        .to_string()
+        .split_whitespace()
+        .collect()
+}
+
 /// End a running run early (e.g. its step was skipped by `promote`): the remaining metrics
-/// stop, and the run ends as Argo's terminated runs do: Successful unless a metric failed,
-/// errored or was inconclusive (a metric with only errors or only no-data answers is never
-/// Successful). The message starts with `terminated: {reason}`. A run that has ended stays
+/// stop, and the run ends as Argo's terminated runs do: Successful unless a metric that is not
+/// a dry run failed, errored or was inconclusive (a metric with only errors or only no-data
+/// answers is never Successful). The message starts with `terminated: {reason}`. A run that has ended stays
 /// as it is.
 pub fn terminate(run: &mut AnalysisRun, now: Timestamp, reason: &str) {
     if run.phase.is_terminal() {
@@ -395,6 +541,7 @@ pub fn terminate(run: &mut AnalysisRun, now: Timestamp, reason: &str) {
         RunPhase::Successful => format!("terminated: {reason}"),
         _ => format!("terminated: {reason}; {}", run_message(run, phase, decider)),
     };
+    let message = with_dry_run_summary(run, message);
     end(run, phase, message, now);
 }
 
@@ -469,6 +616,17 @@ fn measurement_of(metric: &Metric, outcome: Outcome, now: Timestamp) -> Measurem
                 Err(message) => (MeasurementPhase::Error, Some(text), Some(message)),
             }
         }
+        Outcome::ValueWithNote(value, note) => {
+            let text = value_text(&value);
+            match verdict(metric, &value) {
+                Ok(phase) => (phase, Some(text), Some(note)),
+                Err(message) => (
+                    MeasurementPhase::Error,
+                    Some(text),
+                    Some(format!("{message} ({note})")),
+                ),
+            }
+        }
         Outcome::NoData(message) => (MeasurementPhase::Inconclusive, None, Some(message)),
         Outcome::Error(message) => (MeasurementPhase::Error, None, Some(message)),
     };
@@ -481,8 +639,19 @@ fn measurement_of(metric: &Metric, outcome: Outcome, now: Timestamp) -> Measurem
     }
 }
 
-/// A metric's phase from its counters (Argo's `assessMetricStatus`), and why. `terminating`
-/// says the run is being stopped, so a metric that would go on measuring ends now.
+/// A metric's phase from its counters (Argo's `assessMetricStatus`, v1.8), and why.
+/// `terminating` says the run is being stopped, so a metric that would go on measuring ends now.
+///
+/// In order: `failureLimit` (Failed), `inconclusiveLimit` (Inconclusive) and
+/// `consecutiveErrorLimit` (Error) are checked first; then `consecutiveSuccessLimit` reached
+/// makes it Successful; otherwise it runs on until its count is reached or the run is
+/// terminated. At that point a metric without evidence (no Successful or Failed measurement) is
+/// Inconclusive or Error, never Successful (edgeroll). With a `consecutiveSuccessLimit` that
+/// was not reached when the count is, the metric is Inconclusive if `failureLimit` also applies
+/// (neither limit decided) and Failed if `failureLimit` is -1 (success was required) — Argo's
+/// rule from PR #3970, documented in its "ConsecutiveSuccessLimit and FailureLimit" section. A
+/// run terminated before the count ends Successful whatever `consecutiveSuccessLimit` says,
+/// as Argo's terminated runs do.
 fn assess(metric_run: &MetricRun, terminating: bool) -> (RunPhase, Option<String>) {
     let metric = &metric_run.metric;
     let total = metric_run.total();
@@ -498,14 +667,13 @@ fn assess(metric_run: &MetricRun, terminating: bool) -> (RunPhase, Option<String
     }
     if let Ok(limit) = u32::try_from(metric.failure_limit) {
         if metric_run.failed > limit {
-            return (
-                RunPhase::Failed,
-                Some(format!(
-                    "{} of {} failed (limit {limit})",
-                    metric_run.failed,
-                    measurements(total)
-                )),
+            let reason = format!(
+                "{} of {} failed (limit {limit})",
+                metric_run.failed,
+                measurements(total)
             );
+            // A provider's note (the judge's figures) says why; plain values have none.
+            return (RunPhase::Failed, Some(metric_run.with_last_message(reason)));
         }
     }
     if metric_run.inconclusive > metric.inconclusive_limit {
@@ -528,12 +696,25 @@ fn assess(metric_run: &MetricRun, terminating: bool) -> (RunPhase, Option<String
         );
         return (RunPhase::Error, Some(metric_run.with_last_message(reason)));
     }
+    let success_limit = metric.consecutive_success_limit;
+    if success_limit > 0 && metric_run.consecutive_success >= success_limit {
+        return (
+            RunPhase::Successful,
+            Some(format!(
+                "{} successful in a row (consecutiveSuccessLimit {success_limit}); {} of {} \
+                 successful",
+                measurements(metric_run.consecutive_success),
+                metric_run.successful,
+                measurements(total)
+            )),
+        );
+    }
     let count_reached = effective_count(metric).is_some_and(|count| metric_run.taken() >= count);
     if !(count_reached || terminating) {
         return (RunPhase::Running, None);
     }
     if metric_run.successful == 0 && metric_run.failed == 0 {
-        // No measurement carried evidence either way: never a pass.
+        // No measurement carried evidence either way: never a pass, never a failure.
         return if metric_run.inconclusive > 0 {
             let reason = format!(
                 "no evidence: {} of {} inconclusive",
@@ -544,6 +725,25 @@ fn assess(metric_run: &MetricRun, terminating: bool) -> (RunPhase, Option<String
                 RunPhase::Inconclusive,
                 Some(metric_run.with_last_message(reason)),
             )
+        } else if metric_run.awaiting_evidence > 0 {
+            let reason = format!(
+                "no evidence: stopped while {WAITING_FOR_EVIDENCE} ({} of {} without data)",
+                metric_run.awaiting_evidence,
+                measurements(total)
+            );
+            let last = metric_run.last_message().map(|message| {
+                message
+                    .strip_prefix(WAITING_FOR_EVIDENCE)
+                    .and_then(|rest| rest.strip_prefix(": "))
+                    .unwrap_or(message)
+            });
+            (
+                RunPhase::Inconclusive,
+                Some(match last {
+                    Some(last) => format!("{reason}: {last}"),
+                    None => reason,
+                }),
+            )
         } else {
             let reason = if total == 1 {
                 "its only measurement errored".to_owned()
@@ -551,6 +751,26 @@ fn assess(metric_run: &MetricRun, terminating: bool) -> (RunPhase, Option<String
                 format!("all {total} measurements errored")
             };
             (RunPhase::Error, Some(metric_run.with_last_message(reason)))
+        };
+    }
+    if count_reached && success_limit > 0 {
+        let taken = measurements(metric_run.taken());
+        return if metric.failure_limit >= 0 {
+            (
+                RunPhase::Inconclusive,
+                Some(format!(
+                    "consecutiveSuccessLimit {success_limit} not reached and failureLimit {} \
+                     not exceeded in {taken}",
+                    metric.failure_limit
+                )),
+            )
+        } else {
+            (
+                RunPhase::Failed,
+                Some(format!(
+                    "consecutiveSuccessLimit {success_limit} not reached in {taken}"
+                )),
+            )
         };
     }
     (
@@ -604,19 +824,26 @@ fn stop_metrics(run: &mut AnalysisRun, stopped_by: Option<&str>) {
     }
 }
 
-/// The phase the metrics add up to (Argo): any Failed, else any Error, else any Inconclusive,
-/// else all Successful; and the first metric with that phase.
+/// The phase the metrics add up to (Argo's `assessRunStatus`): any Failed, else any Error,
+/// else any Inconclusive among the metrics that are not dry runs; else Successful once every
+/// metric, dry runs included, has ended; and the first metric with that phase. A dry-run
+/// metric never decides the phase (Argo's `dryRun`).
 fn combined_phase(metrics: &[MetricRun]) -> (RunPhase, Option<&MetricRun>) {
+    let deciding = || {
+        metrics
+            .iter()
+            .filter(|metric_run| !metric_run.metric.dry_run)
+    };
     for phase in [RunPhase::Failed, RunPhase::Error, RunPhase::Inconclusive] {
-        if let Some(decider) = metrics.iter().find(|metric_run| metric_run.phase == phase) {
+        if let Some(decider) = deciding().find(|metric_run| metric_run.phase == phase) {
             return (phase, Some(decider));
         }
     }
-    if metrics
+    let all_ended = metrics
         .iter()
-        .all(|metric_run| metric_run.phase == RunPhase::Successful)
-    {
-        return (RunPhase::Successful, metrics.first());
+        .all(|metric_run| metric_run.phase.is_terminal());
+    if all_ended && deciding().all(|metric_run| metric_run.phase == RunPhase::Successful) {
+        return (RunPhase::Successful, deciding().next());
     }
     (RunPhase::Running, None)
 }
@@ -634,18 +861,73 @@ fn conclude(run: &mut AnalysisRun, now: Timestamp) {
     let message = run_message(run, phase, decider);
     let stopped_by = decider.map(|decider| decider.metric.name.clone());
     stop_metrics(run, stopped_by.as_deref());
+    let message = with_dry_run_summary(run, message);
     end(run, phase, message, now);
 }
 
 /// Why the run ended with `phase`, naming the metric that decided it.
 fn run_message(run: &AnalysisRun, phase: RunPhase, decider: Option<&MetricRun>) -> String {
+    let deciding = run
+        .metrics
+        .iter()
+        .filter(|metric_run| !metric_run.metric.dry_run)
+        .count();
     match (phase, decider) {
-        (RunPhase::Successful, _) if run.metrics.len() > 1 => {
-            format!("all {} metrics successful", run.metrics.len())
+        (RunPhase::Successful, _) if deciding > 1 => {
+            format!("all {deciding} metrics successful")
+        }
+        (RunPhase::Successful, None) => {
+            "only dry-run metrics, which cannot fail the run".to_owned()
         }
         (_, Some(decider)) => metric_message(decider),
         (_, None) => phase.as_str().to_owned(),
     }
+}
+
+/// `message` followed by what the dry-run metrics concluded (Argo's `DryRunSummary`), e.g.
+/// `…; dry run: 2 metrics, 1 successful, 1 failed (metric "errors-4xx" failed: …)`; `message`
+/// alone when the run has no dry-run metric.
+fn with_dry_run_summary(run: &AnalysisRun, message: String) -> String {
+    let dry: Vec<&MetricRun> = run
+        .metrics
+        .iter()
+        .filter(|metric_run| metric_run.metric.dry_run)
+        .collect();
+    if dry.is_empty() {
+        return message;
+    }
+    let mut counts = Vec::new();
+    for phase in [
+        RunPhase::Successful,
+        RunPhase::Failed,
+        RunPhase::Error,
+        RunPhase::Inconclusive,
+        RunPhase::Running,
+        RunPhase::Pending,
+    ] {
+        let count = dry
+            .iter()
+            .filter(|metric_run| metric_run.phase == phase)
+            .count();
+        if count > 0 {
+            counts.push(format!("{count} {}", phase.as_str().to_lowercase()));
+        }
+    }
+    let details: Vec<String> = dry
+        .iter()
+        .filter(|metric_run| metric_run.phase != RunPhase::Successful)
+        .map(|metric_run| metric_message(metric_run))
+        .collect();
+    let metrics_text = if dry.len() == 1 {
+        "1 metric".to_owned()
+    } else {
+        format!("{} metrics", dry.len())
+    };
+    let mut summary = format!("{message}; dry run: {metrics_text}, {}", counts.join(", "));
+    if !details.is_empty() {
+        summary.push_str(&format!(" ({})", details.join("; ")));
+    }
+    summary
 }
 
 /// `metric "success-rate" failed: 2 of 3 measurements failed (limit 1)`.

@@ -8,6 +8,7 @@
 pub mod http_client;
 pub mod job;
 pub mod json_path;
+pub mod judge;
 pub mod prometheus;
 pub mod web;
 
@@ -97,7 +98,7 @@ pub async fn measure(metric: &Metric, context: &ProviderContext) -> Outcome {
         Provider::Prometheus(query) => prometheus::measure(query).await,
         Provider::Web(query) => web::measure(query).await,
         Provider::Job(job) => job::measure(job).await,
-        Provider::Judge(_) => Outcome::Error("the judge provider is not available yet".to_owned()),
+        Provider::Judge(spec) => judge::measure(spec, context),
     }
 }
 
@@ -115,6 +116,14 @@ fn measure_builtin(query: &BuiltinQuery, context: &ProviderContext) -> Outcome {
     if answer.samples == 0 {
         return Outcome::NoData(format!(
             "no requests to {} in the last {window}",
+            target.label()
+        ));
+    }
+    if answer.samples < query.min_samples {
+        return Outcome::NoData(format!(
+            "only {} of {} requests to {} in the last {window}",
+            answer.samples,
+            query.min_samples,
             target.label()
         ));
     }
@@ -136,8 +145,13 @@ pub fn describe(metric: &Metric, context: &ProviderContext) -> String {
         Provider::Builtin(query) => {
             let target = Target::resolve(&query.version, context);
             let version = target.version().unwrap_or(&query.version);
+            let min_samples = if query.min_samples > 1 {
+                format!(" minSamples={}", query.min_samples)
+            } else {
+                String::new()
+            };
             format!(
-                "builtin {}{{version={version:?}}}[{}]",
+                "builtin {}{{version={version:?}}}[{}]{min_samples}",
                 query.query.name(),
                 window_text(query.window)
             )
@@ -153,11 +167,25 @@ pub fn describe(metric: &Metric, context: &ProviderContext) -> String {
                 .map_or(String::new(), |path| format!(" {path}"))
         ),
         Provider::Job(job) => format!("job {}", job.command.join(" ")),
-        Provider::Judge(judge) => format!(
-            "judge {:?} canary vs stable [{}]",
-            judge.signal,
-            window_text(judge.window)
-        ),
+        Provider::Judge(judge) => {
+            let role = |version: &Option<String>, role: &str| {
+                version.clone().unwrap_or_else(|| role.to_owned())
+            };
+            let signal = match judge.signal {
+                crate::spec::JudgeSignal::Latency => "latency",
+                crate::spec::JudgeSignal::Errors => "errors",
+            };
+            format!(
+                "judge {signal}{{canary={:?}, stable={:?}}}[{}] minSamples={} confidence={} \
+                 allowedIncrease={}",
+                role(&context.canary_version, CANARY_ROLE),
+                role(&context.stable_version, STABLE_ROLE),
+                window_text(judge.window),
+                judge.min_samples,
+                judge.confidence,
+                judge.allowed_increase
+            )
+        }
     }
 }
 
@@ -218,6 +246,32 @@ mod tests {
             outcome,
             Outcome::NoData("no requests to version 1.5.0 in the last 30s".to_owned())
         );
+    }
+
+    #[tokio::test]
+    async fn fewer_requests_than_min_samples_is_no_data() {
+        let context = context(Some("2.0.0"));
+        for _ in 0..7 {
+            context.metrics.record(
+                "2.0.0",
+                crate::proxy::RequestOutcome::Status(200),
+                Duration::from_millis(5),
+            );
+        }
+        let mut wanting = metric("canary");
+        if let Provider::Builtin(query) = &mut wanting.provider {
+            query.min_samples = 20;
+        }
+        assert_eq!(
+            measure(&wanting, &context).await,
+            Outcome::NoData("only 7 of 20 requests to canary 2.0.0 in the last 30s".to_owned())
+        );
+        assert_eq!(
+            describe(&wanting, &context),
+            r#"builtin success_rate{version="2.0.0"}[30s] minSamples=20"#
+        );
+        let outcome = measure(&metric("canary"), &context).await;
+        assert_eq!(outcome, Outcome::Value(serde_json::json!([1.0])));
     }
 
     #[tokio::test]

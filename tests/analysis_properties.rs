@@ -76,7 +76,8 @@ fn metric() -> impl Strategy<Value = Metric> {
                     consecutive_success_limit: 0,
                     dry_run: false,
                     measurement_retention: None,
-                    wait_for_evidence: None,
+                    // Argo's behaviour: "no data" counts at once; waiting has its own property.
+                    wait_for_evidence: Some(Duration::ZERO),
                     provider: Provider::Builtin(BuiltinQuery {
                         query: BuiltinMetric::SuccessRate,
                         version: "canary".to_owned(),
@@ -208,5 +209,60 @@ proptest! {
             "run {:?}: {:?}", run.phase, run.message
         );
         prop_assert!(run.metrics.iter().all(|m| m.phase != RunPhase::Failed));
+    }
+}
+
+proptest! {
+    /// While a metric waits for evidence (before its first value and before `waitForEvidence`
+    /// has passed), "no data" is kept but never counted as Inconclusive; afterwards it is.
+    #[test]
+    fn no_data_counts_only_once_the_wait_for_evidence_is_over(
+        wait_seconds in 0..120u64,
+        answers in proptest::collection::vec((0..20u64, answer()), 0..40),
+    ) {
+        let mut run = start(vec![Metric {
+            name: String::new(),
+            interval: Some(Duration::from_secs(10)),
+            initial_delay: None,
+            count: None,
+            success_condition: Some("result[0] >= 0.9".to_owned()),
+            failure_condition: None,
+            failure_limit: -1,
+            inconclusive_limit: u32::MAX,
+            consecutive_error_limit: u32::MAX,
+            consecutive_success_limit: 0,
+            dry_run: false,
+            measurement_retention: Some(5),
+            wait_for_evidence: Some(Duration::from_secs(wait_seconds)),
+            provider: Provider::Builtin(BuiltinQuery {
+                query: BuiltinMetric::SuccessRate,
+                version: "canary".to_owned(),
+                window: Duration::from_secs(30),
+                min_samples: 1,
+            }),
+        }]);
+        let deadline = START.plus(Duration::from_secs(wait_seconds));
+        let (mut awaiting, mut inconclusive, mut seen_value) = (0u32, 0u32, false);
+        let mut now = START;
+        for (gap, answer) in &answers {
+            now = now.plus(Duration::from_secs(*gap));
+            match answer {
+                Answer::NoData if !seen_value && now < deadline => awaiting += 1,
+                Answer::NoData => inconclusive += 1,
+                Answer::Value(_) | Answer::Empty => seen_value = true,
+                Answer::Error => {}
+            }
+            record(&mut run, 0, answer.outcome(), now);
+        }
+        let metric_run = &run.metrics[0];
+        prop_assert_eq!(metric_run.awaiting_evidence, awaiting);
+        prop_assert_eq!(metric_run.inconclusive, inconclusive);
+        prop_assert_eq!(metric_run.evidence_at.is_some(), seen_value);
+        prop_assert!(metric_run.measurements.len() <= 5);
+        prop_assert_eq!(
+            metric_run.measurements.len(),
+            usize::try_from(metric_run.total()).unwrap_or(usize::MAX).min(5)
+        );
+        prop_assert!(!run.phase.is_terminal());
     }
 }

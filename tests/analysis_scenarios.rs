@@ -23,7 +23,8 @@ fn secs(seconds: u64) -> Duration {
     Duration::from_secs(seconds)
 }
 
-/// A metric with Argo's defaults: one measurement, `result[0] >= 0.95`, no failures tolerated.
+/// A metric with Argo's defaults: one measurement, `result[0] >= 0.95`, no failures tolerated,
+/// and no waiting for evidence (Argo counts "no data" at once; waiting has its own scenarios).
 fn metric(name: &str) -> Metric {
     Metric {
         name: name.to_owned(),
@@ -38,7 +39,7 @@ fn metric(name: &str) -> Metric {
         consecutive_success_limit: 0,
         dry_run: false,
         measurement_retention: None,
-        wait_for_evidence: None,
+        wait_for_evidence: Some(Duration::ZERO),
         provider: Provider::Builtin(BuiltinQuery {
             query: BuiltinMetric::SuccessRate,
             version: "canary".to_owned(),
@@ -135,9 +136,25 @@ fn trace(metrics: Vec<Metric>, steps: Vec<Step>) -> String {
         }
     }
     for metric_run in &run.metrics {
+        // Counters that only some scenarios use are shown when they are not zero.
+        let mut extra = String::new();
+        if metric_run.consecutive_success > 0 {
+            let _ = write!(
+                extra,
+                ", consecutive success {}",
+                metric_run.consecutive_success
+            );
+        }
+        if metric_run.awaiting_evidence > 0 {
+            let _ = write!(
+                extra,
+                ", awaiting evidence {}",
+                metric_run.awaiting_evidence
+            );
+        }
         let _ = writeln!(
             text,
-            "metric {}: {:?} (successful {}, failed {}, inconclusive {}, error {}, consecutive error {}, kept {}){}",
+            "metric {}: {:?} (successful {}, failed {}, inconclusive {}, error {}, consecutive error {}{extra}, kept {}){}",
             metric_run.metric.name,
             metric_run.phase,
             metric_run.successful,
@@ -185,7 +202,7 @@ fn count_reached_without_failures_is_successful() {
               0s success-rate: Successful [0.99] | metric Running | run Running | next 10s
              10s success-rate: Successful [0.96] | metric Running | run Running | next 20s
              20s success-rate: Successful [0.995] | metric Successful | run Successful | next -
-            metric success-rate: Successful (successful 3, failed 0, inconclusive 0, error 0, consecutive error 0, kept 3): 3 of 3 measurements successful
+            metric success-rate: Successful (successful 3, failed 0, inconclusive 0, error 0, consecutive error 0, consecutive success 3, kept 3): 3 of 3 measurements successful
             run: Successful: metric "success-rate" succeeded: 3 of 3 measurements successful"#]],
     );
 }
@@ -302,7 +319,7 @@ fn no_data_within_the_inconclusive_limit_keeps_measuring() {
               0s success-rate: Inconclusive (no requests to canary 2.0.0 in the last 30s) | metric Running | run Running | next 10s
              10s success-rate: Inconclusive (no requests to canary 2.0.0 in the last 30s) | metric Running | run Running | next 20s
              20s success-rate: Successful [0.99] | metric Successful | run Successful | next -
-            metric success-rate: Successful (successful 1, failed 0, inconclusive 2, error 0, consecutive error 0, kept 3): 1 of 3 measurements successful
+            metric success-rate: Successful (successful 1, failed 0, inconclusive 2, error 0, consecutive error 0, consecutive success 1, kept 3): 1 of 3 measurements successful
             run: Successful: metric "success-rate" succeeded: 1 of 3 measurements successful"#]],
     );
 }
@@ -378,7 +395,7 @@ fn a_measurement_between_errors_resets_the_consecutive_count() {
              10s success-rate: Successful [0.99] | metric Running | run Running | next 20s
              20s success-rate: Error (connection refused) | metric Running | run Running | next 30s
              30s success-rate: Successful [0.99] | metric Successful | run Successful | next -
-            metric success-rate: Successful (successful 2, failed 0, inconclusive 0, error 2, consecutive error 0, kept 4): 2 of 4 measurements successful
+            metric success-rate: Successful (successful 2, failed 0, inconclusive 0, error 2, consecutive error 0, consecutive success 1, kept 4): 2 of 4 measurements successful
             run: Successful: metric "success-rate" succeeded: 2 of 4 measurements successful"#]],
     );
 }
@@ -410,8 +427,8 @@ fn errors_are_retried_sooner_than_a_long_interval_and_never_sooner_than_a_short_
               0s fast: Error (connection refused) | metric Running | run Running | next 5s
               5s fast: Successful [0.99] | metric Running | run Running | next 10s
              10s slow: Successful [0.99] | metric Running | run Running | next 10s
-            metric slow: Running (successful 1, failed 0, inconclusive 0, error 1, consecutive error 0, kept 2)
-            metric fast: Running (successful 1, failed 0, inconclusive 0, error 1, consecutive error 0, kept 2)
+            metric slow: Running (successful 1, failed 0, inconclusive 0, error 1, consecutive error 0, consecutive success 1, kept 2)
+            metric fast: Running (successful 1, failed 0, inconclusive 0, error 1, consecutive error 0, consecutive success 1, kept 2)
             run: Running: -"#]],
     );
 }
@@ -428,7 +445,7 @@ fn without_an_interval_one_measurement_decides_after_the_initial_delay() {
             start: run Running, next 30s
              30s success-rate: Successful [0.99] | metric Successful | run Successful | next -
              40s success-rate (not due): ignored | metric Successful | run Successful | next -
-            metric success-rate: Successful (successful 1, failed 0, inconclusive 0, error 0, consecutive error 0, kept 1): 1 of 1 measurement successful
+            metric success-rate: Successful (successful 1, failed 0, inconclusive 0, error 0, consecutive error 0, consecutive success 1, kept 1): 1 of 1 measurement successful
             run: Successful: metric "success-rate" succeeded: 1 of 1 measurement successful"#]],
     );
 }
@@ -444,7 +461,7 @@ fn without_an_interval_a_count_cannot_leave_the_metric_waiting() {
         expect![[r#"
             start: run Running, next 0s
               0s success-rate: Successful [0.99] | metric Successful | run Successful | next -
-            metric success-rate: Successful (successful 1, failed 0, inconclusive 0, error 0, consecutive error 0, kept 1): 1 of 1 measurement successful
+            metric success-rate: Successful (successful 1, failed 0, inconclusive 0, error 0, consecutive error 0, consecutive success 1, kept 1): 1 of 1 measurement successful
             run: Successful: metric "success-rate" succeeded: 1 of 1 measurement successful"#]],
     );
 }
@@ -458,7 +475,7 @@ fn without_an_interval_an_error_is_retried() {
             start: run Running, next 0s
               0s success-rate: Error (connection refused) | metric Running | run Running | next 10s
              10s success-rate: Successful [0.99] | metric Successful | run Successful | next -
-            metric success-rate: Successful (successful 1, failed 0, inconclusive 0, error 1, consecutive error 0, kept 2): 1 of 2 measurements successful
+            metric success-rate: Successful (successful 1, failed 0, inconclusive 0, error 1, consecutive error 0, consecutive success 1, kept 2): 1 of 2 measurements successful
             run: Successful: metric "success-rate" succeeded: 1 of 2 measurements successful"#]],
     );
 }
@@ -490,7 +507,7 @@ fn an_interval_without_a_count_runs_until_terminated_and_keeps_the_last_ten() {
             100s success-rate: Successful [0.99] | metric Running | run Running | next 110s
             110s success-rate: Successful [0.99] | metric Running | run Running | next 120s
             125s terminate: run Successful
-            metric success-rate: Successful (successful 12, failed 0, inconclusive 0, error 0, consecutive error 0, kept 10): 12 of 12 measurements successful
+            metric success-rate: Successful (successful 12, failed 0, inconclusive 0, error 0, consecutive error 0, consecutive success 12, kept 10): 12 of 12 measurements successful
             run: Successful: terminated: step skipped by promote"#]],
     );
 }
@@ -627,7 +644,7 @@ fn a_nan_value_can_be_handled_by_the_condition() {
             start: run Running, next 0s
               0s success-rate: Successful [NaN] | metric Running | run Running | next 10s
              10s success-rate: Successful [0.97] | metric Successful | run Successful | next -
-            metric success-rate: Successful (successful 2, failed 0, inconclusive 0, error 0, consecutive error 0, kept 2): 2 of 2 measurements successful
+            metric success-rate: Successful (successful 2, failed 0, inconclusive 0, error 0, consecutive error 0, consecutive success 2, kept 2): 2 of 2 measurements successful
             run: Successful: metric "success-rate" succeeded: 2 of 2 measurements successful"#]],
     );
 }
@@ -660,7 +677,7 @@ fn two_metrics_any_failure_fails_the_run_and_stops_the_other() {
               0s latency: Successful [0.2] | metric Running | run Running | next 10s
              10s success-rate: Successful [0.99] | metric Running | run Running | next 10s
              10s latency: Failed [0.9] | metric Failed | run Failed | next -
-            metric success-rate: Successful (successful 2, failed 0, inconclusive 0, error 0, consecutive error 0, kept 2): stopped when metric "latency" ended the run; 2 of 2 measurements successful
+            metric success-rate: Successful (successful 2, failed 0, inconclusive 0, error 0, consecutive error 0, consecutive success 2, kept 2): stopped when metric "latency" ended the run; 2 of 2 measurements successful
             metric latency: Failed (successful 1, failed 1, inconclusive 0, error 0, consecutive error 0, kept 2): 1 of 2 measurements failed (limit 0)
             run: Failed: metric "latency" failed: 1 of 2 measurements failed (limit 0)"#]],
     );
@@ -681,8 +698,8 @@ fn two_metrics_all_successful_make_a_successful_run() {
             start: run Running, next 0s
               0s success-rate: Successful [0.99] | metric Successful | run Running | next 20s
              20s latency: Successful [0.99] | metric Successful | run Successful | next -
-            metric success-rate: Successful (successful 1, failed 0, inconclusive 0, error 0, consecutive error 0, kept 1): 1 of 1 measurement successful
-            metric latency: Successful (successful 1, failed 0, inconclusive 0, error 0, consecutive error 0, kept 1): 1 of 1 measurement successful
+            metric success-rate: Successful (successful 1, failed 0, inconclusive 0, error 0, consecutive error 0, consecutive success 1, kept 1): 1 of 1 measurement successful
+            metric latency: Successful (successful 1, failed 0, inconclusive 0, error 0, consecutive error 0, consecutive success 1, kept 1): 1 of 1 measurement successful
             run: Successful: all 2 metrics successful"#]],
     );
 }
@@ -882,4 +899,485 @@ fn measurements_keep_the_query_that_was_asked() {
         Some(r#"builtin success_rate{version="2.0.0"}[30s]"#)
     );
     assert_eq!(measurement.value.as_deref(), Some("[0.99]"));
+}
+
+// === consecutiveSuccessLimit (Argo v1.8, PR #3970) ===
+
+#[test]
+fn consecutive_successes_end_the_metric_before_its_count() {
+    check(
+        vec![Metric {
+            interval: Some(secs(10)),
+            count: Some(10),
+            failure_limit: 2,
+            consecutive_success_limit: 3,
+            ..metric("success-rate")
+        }],
+        vec![
+            Record(0, 0, value(0.5)),
+            Record(10, 0, value(0.99)),
+            Record(20, 0, value(0.5)),
+            Record(30, 0, value(0.99)),
+            Record(40, 0, value(0.99)),
+            Record(50, 0, value(0.99)),
+        ],
+        expect![[r#"
+            start: run Running, next 0s
+              0s success-rate: Failed [0.5] | metric Running | run Running | next 10s
+             10s success-rate: Successful [0.99] | metric Running | run Running | next 20s
+             20s success-rate: Failed [0.5] | metric Running | run Running | next 30s
+             30s success-rate: Successful [0.99] | metric Running | run Running | next 40s
+             40s success-rate: Successful [0.99] | metric Running | run Running | next 50s
+             50s success-rate: Successful [0.99] | metric Successful | run Successful | next -
+            metric success-rate: Successful (successful 4, failed 2, inconclusive 0, error 0, consecutive error 0, consecutive success 3, kept 6): 3 measurements successful in a row (consecutiveSuccessLimit 3); 4 of 6 measurements successful
+            run: Successful: metric "success-rate" succeeded: 3 measurements successful in a row (consecutiveSuccessLimit 3); 4 of 6 measurements successful"#]],
+    );
+}
+
+#[test]
+fn count_reached_without_the_success_streak_and_within_the_failure_limit_is_inconclusive() {
+    check(
+        vec![Metric {
+            interval: Some(secs(10)),
+            count: Some(4),
+            failure_limit: 1,
+            consecutive_success_limit: 3,
+            ..metric("success-rate")
+        }],
+        vec![
+            Record(0, 0, value(0.99)),
+            Record(10, 0, value(0.5)),
+            Record(20, 0, value(0.99)),
+            Record(30, 0, value(0.99)),
+        ],
+        expect![[r#"
+            start: run Running, next 0s
+              0s success-rate: Successful [0.99] | metric Running | run Running | next 10s
+             10s success-rate: Failed [0.5] | metric Running | run Running | next 20s
+             20s success-rate: Successful [0.99] | metric Running | run Running | next 30s
+             30s success-rate: Successful [0.99] | metric Inconclusive | run Inconclusive | next -
+            metric success-rate: Inconclusive (successful 3, failed 1, inconclusive 0, error 0, consecutive error 0, consecutive success 2, kept 4): consecutiveSuccessLimit 3 not reached and failureLimit 1 not exceeded in 4 measurements
+            run: Inconclusive: metric "success-rate" was inconclusive: consecutiveSuccessLimit 3 not reached and failureLimit 1 not exceeded in 4 measurements"#]],
+    );
+}
+
+#[test]
+fn count_reached_without_the_success_streak_and_no_failure_limit_is_failed() {
+    check(
+        vec![Metric {
+            interval: Some(secs(10)),
+            count: Some(3),
+            failure_limit: -1,
+            consecutive_success_limit: 2,
+            ..metric("success-rate")
+        }],
+        vec![
+            Record(0, 0, value(0.5)),
+            Record(10, 0, value(0.99)),
+            Record(20, 0, value(0.5)),
+        ],
+        expect![[r#"
+            start: run Running, next 0s
+              0s success-rate: Failed [0.5] | metric Running | run Running | next 10s
+             10s success-rate: Successful [0.99] | metric Running | run Running | next 20s
+             20s success-rate: Failed [0.5] | metric Failed | run Failed | next -
+            metric success-rate: Failed (successful 1, failed 2, inconclusive 0, error 0, consecutive error 0, kept 3): consecutiveSuccessLimit 2 not reached in 3 measurements
+            run: Failed: metric "success-rate" failed: consecutiveSuccessLimit 2 not reached in 3 measurements"#]],
+    );
+}
+
+#[test]
+fn the_failure_limit_still_fails_a_metric_waiting_for_its_success_streak() {
+    check(
+        vec![Metric {
+            interval: Some(secs(10)),
+            count: Some(10),
+            failure_limit: 1,
+            consecutive_success_limit: 2,
+            ..metric("success-rate")
+        }],
+        vec![
+            Record(0, 0, value(0.5)),
+            Record(10, 0, value(0.99)),
+            Record(20, 0, value(0.5)),
+        ],
+        expect![[r#"
+            start: run Running, next 0s
+              0s success-rate: Failed [0.5] | metric Running | run Running | next 10s
+             10s success-rate: Successful [0.99] | metric Running | run Running | next 20s
+             20s success-rate: Failed [0.5] | metric Failed | run Failed | next -
+            metric success-rate: Failed (successful 1, failed 2, inconclusive 0, error 0, consecutive error 0, kept 3): 2 of 3 measurements failed (limit 1)
+            run: Failed: metric "success-rate" failed: 2 of 3 measurements failed (limit 1)"#]],
+    );
+}
+
+#[test]
+fn a_success_streak_without_count_ends_the_metric_and_termination_before_it_passes() {
+    check(
+        vec![Metric {
+            interval: Some(secs(10)),
+            failure_limit: -1,
+            consecutive_success_limit: 2,
+            ..metric("success-rate")
+        }],
+        vec![
+            Record(0, 0, value(0.5)),
+            Record(10, 0, value(0.99)),
+            Record(20, 0, value(0.99)),
+        ],
+        expect![[r#"
+            start: run Running, next 0s
+              0s success-rate: Failed [0.5] | metric Running | run Running | next 10s
+             10s success-rate: Successful [0.99] | metric Running | run Running | next 20s
+             20s success-rate: Successful [0.99] | metric Successful | run Successful | next -
+            metric success-rate: Successful (successful 2, failed 1, inconclusive 0, error 0, consecutive error 0, consecutive success 2, kept 3): 2 measurements successful in a row (consecutiveSuccessLimit 2); 2 of 3 measurements successful
+            run: Successful: metric "success-rate" succeeded: 2 measurements successful in a row (consecutiveSuccessLimit 2); 2 of 3 measurements successful"#]],
+    );
+    check(
+        vec![Metric {
+            interval: Some(secs(10)),
+            failure_limit: -1,
+            consecutive_success_limit: 2,
+            ..metric("success-rate")
+        }],
+        vec![
+            Record(0, 0, value(0.5)),
+            Record(10, 0, value(0.99)),
+            Terminate(15, "rollout completed"),
+        ],
+        expect![[r#"
+            start: run Running, next 0s
+              0s success-rate: Failed [0.5] | metric Running | run Running | next 10s
+             10s success-rate: Successful [0.99] | metric Running | run Running | next 20s
+             15s terminate: run Successful
+            metric success-rate: Successful (successful 1, failed 1, inconclusive 0, error 0, consecutive error 0, consecutive success 1, kept 2): 1 of 2 measurements successful
+            run: Successful: terminated: rollout completed"#]],
+    );
+}
+
+// === dryRun ===
+
+#[test]
+fn a_failing_dry_run_metric_is_kept_but_cannot_fail_the_run() {
+    check(
+        vec![
+            Metric {
+                interval: Some(secs(10)),
+                count: Some(2),
+                ..metric("success-rate")
+            },
+            Metric {
+                interval: Some(secs(10)),
+                count: Some(2),
+                dry_run: true,
+                success_condition: Some("result[0] <= 0.1".to_owned()),
+                ..metric("latency")
+            },
+        ],
+        vec![
+            Record(0, 0, value(0.99)),
+            Record(0, 1, value(0.5)),
+            Record(10, 1, value(0.5)),
+            Record(10, 0, value(0.99)),
+        ],
+        expect![[r#"
+            start: run Running, next 0s
+              0s success-rate: Successful [0.99] | metric Running | run Running | next 0s
+              0s latency: Failed [0.5] | metric Failed | run Running | next 10s
+             10s latency (not due): ignored | metric Failed | run Running | next 10s
+             10s success-rate: Successful [0.99] | metric Successful | run Successful | next -
+            metric success-rate: Successful (successful 2, failed 0, inconclusive 0, error 0, consecutive error 0, consecutive success 2, kept 2): 2 of 2 measurements successful
+            metric latency: Failed (successful 0, failed 1, inconclusive 0, error 0, consecutive error 0, kept 1): 1 of 1 measurement failed (limit 0)
+            run: Successful: metric "success-rate" succeeded: 2 of 2 measurements successful; dry run: 1 metric, 1 failed (metric "latency" failed: 1 of 1 measurement failed (limit 0))"#]],
+    );
+}
+
+#[test]
+fn a_run_of_only_dry_run_metrics_is_successful_when_they_finish() {
+    check(
+        vec![
+            Metric {
+                dry_run: true,
+                ..metric("success-rate")
+            },
+            Metric {
+                dry_run: true,
+                ..metric("latency")
+            },
+        ],
+        vec![
+            Record(0, 0, value(0.5)),
+            Record(0, 1, error()),
+            Record(10, 1, no_data()),
+        ],
+        expect![[r#"
+            start: run Running, next 0s
+              0s success-rate: Failed [0.5] | metric Failed | run Running | next 0s
+              0s latency: Error (connection refused) | metric Running | run Running | next 10s
+             10s latency: Inconclusive (no requests to canary 2.0.0 in the last 30s) | metric Inconclusive | run Successful | next -
+            metric success-rate: Failed (successful 0, failed 1, inconclusive 0, error 0, consecutive error 0, kept 1): 1 of 1 measurement failed (limit 0)
+            metric latency: Inconclusive (successful 0, failed 0, inconclusive 1, error 1, consecutive error 0, kept 2): 1 of 2 measurements inconclusive (limit 0): no requests to canary 2.0.0 in the last 30s
+            run: Successful: only dry-run metrics, which cannot fail the run; dry run: 2 metrics, 1 failed, 1 inconclusive (metric "success-rate" failed: 1 of 1 measurement failed (limit 0); metric "latency" was inconclusive: 1 of 2 measurements inconclusive (limit 0): no requests to canary 2.0.0 in the last 30s)"#]],
+    );
+}
+
+#[test]
+fn a_deciding_failure_stops_dry_run_metrics_and_the_message_summarises_them() {
+    check(
+        vec![
+            Metric {
+                interval: Some(secs(10)),
+                ..metric("success-rate")
+            },
+            Metric {
+                interval: Some(secs(10)),
+                dry_run: true,
+                ..metric("errors-4xx")
+            },
+        ],
+        vec![
+            Record(0, 1, value(0.5)),
+            Record(0, 0, value(0.99)),
+            Record(10, 1, value(0.99)),
+            Record(10, 0, value(0.5)),
+        ],
+        expect![[r#"
+            start: run Running, next 0s
+              0s errors-4xx: Failed [0.5] | metric Failed | run Running | next 0s
+              0s success-rate: Successful [0.99] | metric Running | run Running | next 10s
+             10s errors-4xx (not due): ignored | metric Failed | run Running | next 10s
+             10s success-rate: Failed [0.5] | metric Failed | run Failed | next -
+            metric success-rate: Failed (successful 1, failed 1, inconclusive 0, error 0, consecutive error 0, kept 2): 1 of 2 measurements failed (limit 0)
+            metric errors-4xx: Failed (successful 0, failed 1, inconclusive 0, error 0, consecutive error 0, kept 1): 1 of 1 measurement failed (limit 0)
+            run: Failed: metric "success-rate" failed: 1 of 2 measurements failed (limit 0); dry run: 1 metric, 1 failed (metric "errors-4xx" failed: 1 of 1 measurement failed (limit 0))"#]],
+    );
+}
+
+// === measurementRetention ===
+
+#[test]
+fn measurement_retention_is_per_metric_and_counters_stay_exact() {
+    let steps: Vec<Step> = (0..5)
+        .map(|n| Record(n * 10, 0, value(if n == 1 { 0.5 } else { 0.99 })))
+        .chain([Terminate(45, "step skipped by promote")])
+        .collect();
+    check(
+        vec![Metric {
+            interval: Some(secs(10)),
+            failure_limit: 1,
+            measurement_retention: Some(3),
+            ..metric("success-rate")
+        }],
+        steps,
+        expect![[r#"
+            start: run Running, next 0s
+              0s success-rate: Successful [0.99] | metric Running | run Running | next 10s
+             10s success-rate: Failed [0.5] | metric Running | run Running | next 20s
+             20s success-rate: Successful [0.99] | metric Running | run Running | next 30s
+             30s success-rate: Successful [0.99] | metric Running | run Running | next 40s
+             40s success-rate: Successful [0.99] | metric Running | run Running | next 50s
+             45s terminate: run Successful
+            metric success-rate: Successful (successful 4, failed 1, inconclusive 0, error 0, consecutive error 0, consecutive success 3, kept 3): 4 of 5 measurements successful
+            run: Successful: terminated: step skipped by promote"#]],
+    );
+}
+
+// === waiting for evidence (beyond Argo) ===
+
+#[test]
+fn no_data_while_waiting_for_evidence_counts_neither_as_inconclusive_nor_towards_count() {
+    check(
+        vec![Metric {
+            interval: Some(secs(10)),
+            count: Some(2),
+            wait_for_evidence: None,
+            ..metric("success-rate")
+        }],
+        vec![
+            Record(0, 0, no_data()),
+            Record(10, 0, no_data()),
+            Record(20, 0, value(0.99)),
+            Record(30, 0, value(0.99)),
+        ],
+        expect![[r#"
+            start: run Running, next 0s
+              0s success-rate: Inconclusive (waiting for evidence: no requests to canary 2.0.0 in the last 30s) | metric Running | run Running | next 10s
+             10s success-rate: Inconclusive (waiting for evidence: no requests to canary 2.0.0 in the last 30s) | metric Running | run Running | next 20s
+             20s success-rate: Successful [0.99] | metric Running | run Running | next 30s
+             30s success-rate: Successful [0.99] | metric Successful | run Successful | next -
+            metric success-rate: Successful (successful 2, failed 0, inconclusive 0, error 0, consecutive error 0, consecutive success 2, awaiting evidence 2, kept 4): 2 of 4 measurements successful
+            run: Successful: metric "success-rate" succeeded: 2 of 4 measurements successful"#]],
+    );
+}
+
+#[test]
+fn a_metric_still_waiting_says_so_and_how_long_it_has_left() {
+    check(
+        vec![Metric {
+            interval: Some(secs(10)),
+            count: Some(2),
+            wait_for_evidence: None,
+            ..metric("success-rate")
+        }],
+        vec![
+            Record(0, 0, no_data()),
+            Record(
+                10,
+                0,
+                Outcome::NoData("only 7 of 20 requests to canary 2.0.0 in the last 30s".to_owned()),
+            ),
+        ],
+        expect![[r#"
+            start: run Running, next 0s
+              0s success-rate: Inconclusive (waiting for evidence: no requests to canary 2.0.0 in the last 30s) | metric Running | run Running | next 10s
+             10s success-rate: Inconclusive (waiting for evidence: only 7 of 20 requests to canary 2.0.0 in the last 30s) | metric Running | run Running | next 20s
+            metric success-rate: Running (successful 0, failed 0, inconclusive 0, error 0, consecutive error 0, awaiting evidence 2, kept 2): waiting for evidence (4m50s left of 5m): only 7 of 20 requests to canary 2.0.0 in the last 30s
+            run: Running: -"#]],
+    );
+}
+
+#[test]
+fn once_the_wait_is_over_no_data_counts_as_inconclusive_like_argo() {
+    check(
+        vec![Metric {
+            interval: Some(secs(10)),
+            count: Some(5),
+            wait_for_evidence: Some(secs(25)),
+            ..metric("success-rate")
+        }],
+        vec![
+            Record(0, 0, no_data()),
+            Record(10, 0, no_data()),
+            Record(20, 0, no_data()),
+            Record(30, 0, no_data()),
+        ],
+        expect![[r#"
+            start: run Running, next 0s
+              0s success-rate: Inconclusive (waiting for evidence: no requests to canary 2.0.0 in the last 30s) | metric Running | run Running | next 10s
+             10s success-rate: Inconclusive (waiting for evidence: no requests to canary 2.0.0 in the last 30s) | metric Running | run Running | next 20s
+             20s success-rate: Inconclusive (waiting for evidence: no requests to canary 2.0.0 in the last 30s) | metric Running | run Running | next 30s
+             30s success-rate: Inconclusive (no requests to canary 2.0.0 in the last 30s) | metric Inconclusive | run Inconclusive | next -
+            metric success-rate: Inconclusive (successful 0, failed 0, inconclusive 1, error 0, consecutive error 0, awaiting evidence 3, kept 4): 1 of 4 measurements inconclusive (limit 0): no requests to canary 2.0.0 in the last 30s
+            run: Inconclusive: metric "success-rate" was inconclusive: 1 of 4 measurements inconclusive (limit 0): no requests to canary 2.0.0 in the last 30s"#]],
+    );
+}
+
+#[test]
+fn after_the_first_evidence_no_data_counts_at_once() {
+    check(
+        vec![Metric {
+            interval: Some(secs(10)),
+            count: Some(5),
+            wait_for_evidence: None,
+            ..metric("success-rate")
+        }],
+        vec![
+            Record(0, 0, no_data()),
+            Record(10, 0, value(0.99)),
+            Record(20, 0, no_data()),
+        ],
+        expect![[r#"
+            start: run Running, next 0s
+              0s success-rate: Inconclusive (waiting for evidence: no requests to canary 2.0.0 in the last 30s) | metric Running | run Running | next 10s
+             10s success-rate: Successful [0.99] | metric Running | run Running | next 20s
+             20s success-rate: Inconclusive (no requests to canary 2.0.0 in the last 30s) | metric Inconclusive | run Inconclusive | next -
+            metric success-rate: Inconclusive (successful 1, failed 0, inconclusive 1, error 0, consecutive error 0, awaiting evidence 1, kept 3): 1 of 3 measurements inconclusive (limit 0): no requests to canary 2.0.0 in the last 30s
+            run: Inconclusive: metric "success-rate" was inconclusive: 1 of 3 measurements inconclusive (limit 0): no requests to canary 2.0.0 in the last 30s"#]],
+    );
+}
+
+#[test]
+fn errors_while_waiting_still_count_towards_the_consecutive_error_limit() {
+    check(
+        vec![Metric {
+            interval: Some(secs(10)),
+            count: Some(3),
+            consecutive_error_limit: 2,
+            wait_for_evidence: None,
+            ..metric("success-rate")
+        }],
+        vec![
+            Record(0, 0, no_data()),
+            Record(10, 0, error()),
+            Record(20, 0, error()),
+            Record(30, 0, error()),
+        ],
+        expect![[r#"
+            start: run Running, next 0s
+              0s success-rate: Inconclusive (waiting for evidence: no requests to canary 2.0.0 in the last 30s) | metric Running | run Running | next 10s
+             10s success-rate: Error (connection refused) | metric Running | run Running | next 20s
+             20s success-rate: Error (connection refused) | metric Running | run Running | next 30s
+             30s success-rate: Error (connection refused) | metric Error | run Error | next -
+            metric success-rate: Error (successful 0, failed 0, inconclusive 0, error 3, consecutive error 3, awaiting evidence 1, kept 4): 3 measurements errored in a row (limit 2): connection refused
+            run: Error: metric "success-rate" errored: 3 measurements errored in a row (limit 2): connection refused"#]],
+    );
+}
+
+#[test]
+fn a_metric_without_interval_asks_again_while_waiting() {
+    check(
+        vec![Metric {
+            wait_for_evidence: None,
+            ..metric("success-rate")
+        }],
+        vec![
+            Record(0, 0, no_data()),
+            Record(10, 0, no_data()),
+            Record(20, 0, value(0.99)),
+        ],
+        expect![[r#"
+            start: run Running, next 0s
+              0s success-rate: Inconclusive (waiting for evidence: no requests to canary 2.0.0 in the last 30s) | metric Running | run Running | next 10s
+             10s success-rate: Inconclusive (waiting for evidence: no requests to canary 2.0.0 in the last 30s) | metric Running | run Running | next 20s
+             20s success-rate: Successful [0.99] | metric Successful | run Successful | next -
+            metric success-rate: Successful (successful 1, failed 0, inconclusive 0, error 0, consecutive error 0, consecutive success 1, awaiting evidence 2, kept 3): 1 of 3 measurements successful
+            run: Successful: metric "success-rate" succeeded: 1 of 3 measurements successful"#]],
+    );
+}
+
+#[test]
+fn terminated_while_waiting_is_inconclusive_never_successful() {
+    check(
+        vec![Metric {
+            interval: Some(secs(10)),
+            wait_for_evidence: None,
+            ..metric("success-rate")
+        }],
+        vec![
+            Record(0, 0, no_data()),
+            Record(10, 0, no_data()),
+            Terminate(15, "step skipped by promote"),
+        ],
+        expect![[r#"
+            start: run Running, next 0s
+              0s success-rate: Inconclusive (waiting for evidence: no requests to canary 2.0.0 in the last 30s) | metric Running | run Running | next 10s
+             10s success-rate: Inconclusive (waiting for evidence: no requests to canary 2.0.0 in the last 30s) | metric Running | run Running | next 20s
+             15s terminate: run Inconclusive
+            metric success-rate: Inconclusive (successful 0, failed 0, inconclusive 0, error 0, consecutive error 0, awaiting evidence 2, kept 2): no evidence: stopped while waiting for evidence (2 of 2 measurements without data): no requests to canary 2.0.0 in the last 30s
+            run: Inconclusive: terminated: step skipped by promote; metric "success-rate" was inconclusive: no evidence: stopped while waiting for evidence (2 of 2 measurements without data): no requests to canary 2.0.0 in the last 30s"#]],
+    );
+}
+
+#[test]
+fn a_note_with_a_value_becomes_the_measurement_message() {
+    check(
+        vec![Metric {
+            success_condition: Some("result == 'Pass'".to_owned()),
+            failure_condition: Some("result == 'Fail'".to_owned()),
+            ..metric("judge-latency")
+        }],
+        vec![Record(
+            0,
+            0,
+            Outcome::ValueWithNote(
+                json!("Fail"),
+                "latency median canary 26.0ms vs stable 20.0ms (effect +30.0%)".to_owned(),
+            ),
+        )],
+        expect![[r#"
+            start: run Running, next 0s
+              0s judge-latency: Failed "Fail" (latency median canary 26.0ms vs stable 20.0ms (effect +30.0%)) | metric Failed | run Failed | next -
+            metric judge-latency: Failed (successful 0, failed 1, inconclusive 0, error 0, consecutive error 0, kept 1): 1 of 1 measurement failed (limit 0): latency median canary 26.0ms vs stable 20.0ms (effect +30.0%)
+            run: Failed: metric "judge-latency" failed: 1 of 1 measurement failed (limit 0): latency median canary 26.0ms vs stable 20.0ms (effect +30.0%)"#]],
+    );
 }

@@ -338,6 +338,8 @@ async fn an_instance_ignoring_sigterm_is_killed_after_the_grace_period() {
         .wait_for("the instance started", |instances| instances.len() == 1)
         .await;
     let pid = harness.pid_of(&instances[0].id);
+    // Give the shell time to run `trap` before the SIGTERM, or it simply dies of it.
+    tokio::time::sleep(Duration::from_millis(500)).await;
 
     let stopping_at = Instant::now();
     harness.handle.stop_all().await;

@@ -391,3 +391,74 @@ provider = { datadog = {} }
         "#]],
     );
 }
+
+#[test]
+fn builtin_min_samples_and_wait_for_evidence_parse_with_their_defaults() {
+    let text = service(
+        1,
+        "{ canary = {} }",
+        r#"[[analysisTemplates]]
+name = "t"
+[[analysisTemplates.metrics]]
+name = "defaults"
+successCondition = "result[0] >= 0.99"
+provider = { builtin = { query = "success_rate" } }
+[[analysisTemplates.metrics]]
+name = "waits"
+successCondition = "result[0] >= 0.99"
+waitForEvidence = "2m"
+provider = { builtin = { query = "success_rate", minSamples = 20 } }
+[[analysisTemplates.metrics]]
+name = "argo"
+successCondition = "result[0] >= 0.99"
+waitForEvidence = "0s"
+provider = { builtin = { query = "success_rate" } }
+[[analysisTemplates.metrics]]
+name = "argo-integer"
+successCondition = "result[0] >= 0.99"
+waitForEvidence = 0
+provider = { builtin = { query = "success_rate" } }
+"#,
+    );
+    let document = parse(&text).unwrap();
+    let metrics = &document.analysis_templates["t"].metrics;
+    let min_samples = |index: usize| match &metrics[index].provider {
+        Provider::Builtin(query) => query.min_samples,
+        other => panic!("builtin expected, got {other:?}"),
+    };
+    assert_eq!(min_samples(0), 1);
+    assert_eq!(metrics[0].wait_for_evidence, None);
+    assert_eq!(min_samples(1), 20);
+    assert_eq!(metrics[1].wait_for_evidence, Some(Duration::from_secs(120)));
+    assert_eq!(metrics[2].wait_for_evidence, Some(Duration::ZERO));
+    assert_eq!(metrics[3].wait_for_evidence, Some(Duration::ZERO));
+}
+
+#[test]
+fn min_samples_and_wait_for_evidence_mistakes_are_reported_at_their_field() {
+    check(
+        &service(
+            1,
+            "{ canary = {} }",
+            r#"[[analysisTemplates]]
+name = "t"
+[[analysisTemplates.metrics]]
+name = "m"
+successCondition = "result[0] >= 0.99"
+waitForEvidence = "-5m"
+provider = { builtin = { query = "success_rate", minSamples = 0 } }
+[[analysisTemplates.metrics]]
+name = "n"
+successCondition = "result[0] >= 0.99"
+waitForEvidence = "soon"
+provider = { builtin = { query = "success_rate", minSamples = "many" } }
+"#,
+        ),
+        expect![[r#"
+            doc.toml:13:19: analysisTemplates[0].metrics[0].waitForEvidence: duration `-5m` must be positive
+            doc.toml:14:63: analysisTemplates[0].metrics[0].provider.builtin.minSamples: 0 is less than 1
+            doc.toml:18:19: analysisTemplates[0].metrics[1].waitForEvidence: invalid duration `soon`: expected seconds or a duration such as 30s, 5m, 1h30m
+            doc.toml:19:63: analysisTemplates[0].metrics[1].provider.builtin.minSamples: expected an integer, found a string
+        "#]],
+    );
+}

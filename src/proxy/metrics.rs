@@ -224,6 +224,60 @@ impl Metrics {
         QueryResult { value, samples }
     }
 
+    /// Per-request latencies (seconds) of `version` over the trailing `window`, for the judge.
+    ///
+    /// The proxy keeps a histogram, not the requests, so each request is represented by its
+    /// bucket's geometric middle: within about 9 % of its true latency (one bucket spans a factor
+    /// of 2^(1/4) ≈ 1.19), which bounds the resolution of any comparison made with them. Requests
+    /// faster than [`LATENCY_MIN`] are represented by half of it, slower ones than the last edge by
+    /// that edge. The values come out sorted; there is one per request in the window.
+    pub fn latency_samples(&self, version: &str, window: Duration) -> Vec<f64> {
+        self.latency_samples_at(version, window, Instant::now())
+    }
+
+    /// [`Metrics::latency_samples`] over the `window` that ends at `now`.
+    pub fn latency_samples_at(&self, version: &str, window: Duration, now: Instant) -> Vec<f64> {
+        let Some(sum) = self.window_sum(version, window, now) else {
+            return Vec::new();
+        };
+        let count = usize::try_from(sum.latency.iter().sum::<u64>()).unwrap_or(usize::MAX);
+        let mut samples = Vec::with_capacity(count);
+        for (index, &in_bucket) in sum.latency.iter().enumerate() {
+            let representative = bucket_representative_seconds(index);
+            let in_bucket = usize::try_from(in_bucket).unwrap_or(usize::MAX);
+            samples.extend(std::iter::repeat_n(representative, in_bucket));
+        }
+        samples
+    }
+
+    /// `(failures, requests)` of `version` over the trailing `window`, for the judge: a failure is
+    /// a 5xx answer or a transport failure, as in [`BuiltinMetric::SuccessRate`].
+    pub fn outcome_samples(&self, version: &str, window: Duration) -> (u64, u64) {
+        self.outcome_samples_at(version, window, Instant::now())
+    }
+
+    /// [`Metrics::outcome_samples`] over the `window` that ends at `now`.
+    pub fn outcome_samples_at(&self, version: &str, window: Duration, now: Instant) -> (u64, u64) {
+        self.window_sum(version, window, now).map_or((0, 0), |sum| {
+            let failures = (sum.server_errors + sum.transport_failures).min(sum.requests);
+            (failures, sum.requests)
+        })
+    }
+
+    /// The buckets of `version` in the `window` that ends at `now`, added up; `None` for a
+    /// version never seen. The window is cut as in [`Metrics::query_at`].
+    fn window_sum(&self, version: &str, window: Duration, now: Instant) -> Option<WindowSum> {
+        let series = self.series(version)?;
+        let now_offset = now.saturating_duration_since(self.epoch);
+        let last_second = now_offset.as_secs();
+        let first_second = now_offset
+            .saturating_sub(window)
+            .as_secs()
+            .max(last_second.saturating_sub(RING_SECONDS as u64 - 1));
+        let series = series.lock().unwrap_or_else(PoisonError::into_inner);
+        Some(series.sum(first_second, last_second))
+    }
+
     /// Lifetime totals of every version, sorted by version label.
     pub fn snapshot(&self) -> Vec<VersionTotals> {
         let series: Vec<(String, Arc<Mutex<VersionSeries>>)> = self
@@ -516,6 +570,19 @@ fn latency_bucket(latency: Duration) -> usize {
     }
 }
 
+/// The value that stands for every latency in bucket `index`, seconds: the geometric middle of
+/// a finite bucket, half of [`LATENCY_MIN`] for the underflow bucket, and the lower edge of the
+/// overflow bucket.
+fn bucket_representative_seconds(index: usize) -> f64 {
+    if index == 0 {
+        LATENCY_MIN.as_secs_f64() / 2.0
+    } else if index == LATENCY_BUCKETS - 1 {
+        bucket_lower_seconds(index)
+    } else {
+        (bucket_lower_seconds(index) * bucket_upper_seconds(index)).sqrt()
+    }
+}
+
 /// Lower edge of bucket `index`, seconds.
 fn bucket_lower_seconds(index: usize) -> f64 {
     if index == 0 {
@@ -697,6 +764,51 @@ mod tests {
         assert_eq!(query(&metrics, BuiltinMetric::SuccessRate, 600).samples, 1);
         // The lifetime totals keep both.
         assert_eq!(metrics.snapshot()[0].requests, 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn latency_samples_are_one_per_request_within_ten_percent() {
+        let metrics = Metrics::new();
+        for millis in [5u64, 20, 20, 26, 400] {
+            metrics.record("v1", OK, Duration::from_millis(millis));
+        }
+        metrics.record("v2", OK, Duration::from_millis(1));
+        let samples = metrics.latency_samples("v1", Duration::from_secs(30));
+        assert_eq!(samples.len(), 5);
+        for (sample, millis) in samples.iter().zip([5.0, 20.0, 20.0, 26.0, 400.0]) {
+            let relative_error = (sample * 1000.0 - millis).abs() / millis;
+            assert!(relative_error <= 0.10, "{sample} for {millis} ms");
+        }
+        assert!(samples.windows(2).all(|pair| pair[0] <= pair[1]));
+        assert!(metrics
+            .latency_samples("unknown", Duration::from_secs(30))
+            .is_empty());
+        // Seconds that left the window leave the samples.
+        tokio::time::advance(Duration::from_secs(40)).await;
+        assert!(metrics
+            .latency_samples("v1", Duration::from_secs(30))
+            .is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn outcome_samples_count_5xx_and_transport_failures() {
+        let metrics = Metrics::new();
+        for _ in 0..95 {
+            metrics.record("v1", OK, MS);
+        }
+        for _ in 0..3 {
+            metrics.record("v1", SERVER_ERROR, MS);
+        }
+        metrics.record("v1", RequestOutcome::Status(404), MS);
+        metrics.record("v1", RequestOutcome::TransportFailure, MS);
+        assert_eq!(
+            metrics.outcome_samples("v1", Duration::from_secs(30)),
+            (4, 100)
+        );
+        assert_eq!(
+            metrics.outcome_samples("v2", Duration::from_secs(30)),
+            (0, 0)
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -218,6 +218,48 @@ provider = {{ builtin = {{ query = "success_rate", version = "canary", window = 
         std::fs::rename(&partial, &self.desired).expect("rename desired");
     }
 
+    /// Write the desired document: one service with `replicas` instances of sample-app run with
+    /// the extra `app_args` (e.g. `["--latency-ms", "22"]`), the canary strategy body `steps`
+    /// and the analysis templates `templates` (TOML text, `[[analysisTemplates]]` tables).
+    pub fn write_desired_with(
+        &self,
+        version: &str,
+        app_args: &[&str],
+        steps: &str,
+        templates: &str,
+        replicas: u32,
+    ) {
+        let extra: String = app_args.iter().map(|arg| format!(", {arg:?}")).collect();
+        let text = format!(
+            r#"apiVersion = "edgeroll/v1"
+serial = 1
+
+[[services]]
+name = "{service}"
+replicas = {replicas}
+traffic = {{ http = "{proxy}" }}
+
+[services.template]
+version = "{version}"
+command = ["{exe}", "sample-app", "--port", "{{port}}", "--version", "{version}"{extra}]
+env = {{ EDGEROLL_TEST_MARKER = "{marker}" }}
+readiness = {{ httpGet = "/healthz" }}
+
+[services.strategy.canary]
+{steps}
+
+{templates}
+"#,
+            service = self.service,
+            proxy = self.proxy,
+            exe = edgeroll(),
+            marker = self.marker,
+        );
+        let partial = self.desired.with_extension("partial");
+        std::fs::write(&partial, text).expect("write desired");
+        std::fs::rename(&partial, &self.desired).expect("rename desired");
+    }
+
     /// Ask the agent to re-read the desired document now (SIGHUP).
     pub fn reload(&self) {
         if let Some(child) = &self.agent {

@@ -9,6 +9,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use super::providers::{read_provider, JOB_SUCCESS_CONDITION, JUDGE_CONDITIONS};
 use super::reader::{field_path, index_path, suggest, Reader, Table};
@@ -1377,6 +1378,9 @@ fn read_metric(
         Some((path, value)) => reader.int::<u32>(&path, value, 0..=i64::from(u32::MAX)),
         None => Some(0),
     };
+    let wait_for_evidence = optional(table.get("waitForEvidence"), |path, value| {
+        read_wait_for_evidence(reader, path, value)
+    });
     let provider_entry = table.required(reader, "provider");
     let decides_itself = provider_entry
         .as_ref()
@@ -1422,9 +1426,34 @@ fn read_metric(
         consecutive_success_limit: consecutive_success_limit?,
         dry_run: false,
         measurement_retention: None,
-        wait_for_evidence: None,
+        wait_for_evidence: wait_for_evidence?,
         provider: provider?,
     })
+}
+
+/// `waitForEvidence`: a duration, where (unlike every other duration) zero is allowed and means
+/// "do not wait" — Argo's behaviour, where "no data" counts as Inconclusive at once.
+fn read_wait_for_evidence(reader: &mut Reader<'_>, path: &str, value: &Value) -> Option<Duration> {
+    if is_zero_duration(&value.node) {
+        return Some(Duration::ZERO);
+    }
+    reader.duration(path, value)
+}
+
+/// Whether a duration value is zero: `0`, `"0"`, `"0s"`, `"0.0m"`, `"0ms"`…
+fn is_zero_duration(node: &Node) -> bool {
+    match node {
+        Node::Integer(seconds) => *seconds == 0,
+        Node::String(text) => {
+            let number = text.trim_end_matches(|c: char| c.is_alphabetic() || c == 'µ' || c == 'μ');
+            let unit = &text[number.len()..];
+            !number.is_empty()
+                && number.bytes().all(|byte| byte == b'0' || byte == b'.')
+                && number.bytes().any(|byte| byte == b'0')
+                && ["", "ns", "us", "µs", "μs", "ms", "s", "m", "h"].contains(&unit)
+        }
+        _ => false,
+    }
 }
 
 /// Whether a `provider` table names the judge or the job provider, which need no conditions.

@@ -36,6 +36,8 @@ const UNSUPPORTED_PROVIDERS: [&str; 10] = [
 const DEFAULT_BUILTIN_VERSION: &str = "canary";
 /// The window a builtin query measures over unless it says otherwise.
 const DEFAULT_BUILTIN_WINDOW: Duration = Duration::from_secs(30);
+/// Fewest requests in the window for a builtin answer to be evidence (one: any request).
+const DEFAULT_BUILTIN_MIN_SAMPLES: u64 = 1;
 /// How long a Prometheus query or a web request may take unless it says otherwise (Argo's web
 /// provider default).
 const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -194,12 +196,16 @@ fn read_builtin(reader: &mut Reader<'_>, fields: &Fields<'_>) -> Option<BuiltinQ
         None => Some(DEFAULT_BUILTIN_VERSION.to_string()),
     };
     let window = duration_or(reader, table.get("window"), DEFAULT_BUILTIN_WINDOW);
+    let min_samples = match table.get("minSamples") {
+        Some((path, value)) => reader.int::<u64>(&path, value, 1..=i64::MAX),
+        None => Some(DEFAULT_BUILTIN_MIN_SAMPLES),
+    };
     table.finish(reader);
     Some(BuiltinQuery {
         query: query?,
         version: version?,
         window: window?,
-        min_samples: 1,
+        min_samples: min_samples?,
     })
 }
 
