@@ -12,7 +12,7 @@
 # wrk and both nginx run on CLIENT_CPU (default 0).
 #
 # Run as root on Debian:   bash bench/proxy.sh            (from the repository root)
-# Knobs (environment):     DURATION=15 CONNS=64 THREADS=2 WARMUP=3 PERF=0 EDGEROLL=path WORK=dir
+# Knobs (environment):     DURATION=15 CONNS=64 THREADS=2 WARMUP=3 NICE=-15 PERF=0 EDGEROLL=path WORK=dir
 # PERF=1 adds, after the measured passes, a `perf record` of each proxy under load (separate from the
 # measured numbers) and prints the top symbols.
 set -euo pipefail
@@ -28,6 +28,10 @@ THREADS="${THREADS:-2}"
 CLIENT_CPU="${CLIENT_CPU:-0}"
 PROXY_CPU="${PROXY_CPU:-1}"
 PERF="${PERF:-0}"
+# Every benchmark process (wrk, both proxies, nginx via edgeroll) runs at this niceness so that
+# other work on a shared machine does not take a proxy's core mid-pass. Without it a contended core is
+# split per thread, which hands edgeroll (2 threads) a bigger share than HAProxy (1 thread).
+NICE="${NICE:--15}"
 EDGEROLL_PORT="${EDGEROLL_PORT:-18090}"
 HAPROXY_PORT="${HAPROXY_PORT:-18091}"
 SAMPLES="${SAMPLES:-200}"       # curl requests for the split check
@@ -157,7 +161,7 @@ wait_for() { # jq-condition description
 }
 
 write_desired 1.0.0 v1
-taskset -c "$PROXY_CPU" "$EDGEROLL" run --config "$WORK/edgeroll.toml" >"$WORK/edgeroll.log" 2>&1 &
+nice -n "$NICE" taskset -c "$PROXY_CPU" "$EDGEROLL" run --config "$WORK/edgeroll.toml" >"$WORK/edgeroll.log" 2>&1 &
 EDGE_PID=$!
 wait_for '.phase == "Healthy" and ([.instances[] | select(.ready)] | length) == 1' "version 1.0.0 Healthy"
 write_desired 2.0.0 v2
@@ -190,7 +194,7 @@ backend be
     server canary $CANARY_ADDR weight 50
 EOF
 haproxy -c -q -f "$WORK/haproxy.cfg"
-taskset -c "$PROXY_CPU" haproxy -db -f "$WORK/haproxy.cfg" >"$WORK/haproxy.log" 2>&1 &
+nice -n "$NICE" taskset -c "$PROXY_CPU" haproxy -db -f "$WORK/haproxy.cfg" >"$WORK/haproxy.log" 2>&1 &
 HAPROXY_PID=$!
 for _ in $(seq 50); do
     kill -0 "$HAPROXY_PID" 2>/dev/null || die "haproxy exited; see $WORK/haproxy.log"
@@ -203,6 +207,13 @@ rss() { awk '/^VmRSS|^VmHWM/ { printf "%s %s kB  ", $1, $2 }' "/proc/$1/status";
 rss_kb() { awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/status"; }
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }   # utime+stime of every thread
 ctx_switches() { cat /proc/"$1"/task/*/status 2>/dev/null | awk '/ctxt_switches/ { s += $2 } END { print s + 0 }'; }
+cpu_snap() { # cpu -> "total idle" jiffies (idle includes iowait)
+    awk -v c="cpu$1" '$1 == c { t = 0; for (i = 2; i <= 9; i++) t += $i; print t, $5 + $6 }' /proc/stat
+}
+busy() { # "total idle" before, "total idle" after -> busy percent
+    awk -v a="$1" -v b="$2" 'BEGIN { split(a, x, " "); split(b, y, " "); t = y[1] - x[1]; i = y[2] - x[2]
+        printf "%.0f%%", (t > 0 ? 100 * (t - i) / t : 0) }'
+}
 served() { curl -fsS "http://$1/nginx_status" | awk 'NR == 3 { print $3 }'; }  # total requests
 to_us() { # wrk latency (e.g. 512.00us, 1.23ms, 1.01s) -> microseconds
     awk -v v="$1" 'BEGIN {
@@ -218,16 +229,20 @@ split_check() { # url -> "v1=N v2=M"
     echo "v1=$v1 v2=$v2 other=$other"
 }
 
-declare -A RPS P50 P99 NON2XX SOCKERR CPU CPU_PER_REQ CSW_PER_REQ SPLIT
+declare -A RPS P50 P99 NON2XX SOCKERR CPU CPU_PER_REQ CSW_PER_REQ SPLIT BUSY
 # One measured pass: warm-up, then wrk for DURATION with --latency; proxy CPU, context switches and
 # per-backend request counts are read around the measured pass.
 measure() { # name url proxy-pid(or empty)
     local name="$1" url="$2" pid="${3:-}" out t0=0 t1=0 c0=0 c1=0 a0 a1 b0 b1
-    taskset -c "$CLIENT_CPU" wrk -t"$THREADS" -c"$CONNS" -d"${WARMUP}s" "$url" >/dev/null
+    nice -n "$NICE" taskset -c "$CLIENT_CPU" wrk -t"$THREADS" -c"$CONNS" -d"${WARMUP}s" "$url" >/dev/null
     if [ -n "$pid" ]; then t0="$(cpu_ticks "$pid")"; c0="$(ctx_switches "$pid")"; fi
     a0="$(served "$STABLE_ADDR")"; b0="$(served "$CANARY_ADDR")"
-    out="$(taskset -c "$CLIENT_CPU" wrk -t"$THREADS" -c"$CONNS" -d"${DURATION}s" --latency "$url")"
+    local k0 p0 k1 p1
+    k0="$(cpu_snap "$CLIENT_CPU")"; p0="$(cpu_snap "$PROXY_CPU")"
+    out="$(nice -n "$NICE" taskset -c "$CLIENT_CPU" wrk -t"$THREADS" -c"$CONNS" -d"${DURATION}s" --latency "$url")"
+    k1="$(cpu_snap "$CLIENT_CPU")"; p1="$(cpu_snap "$PROXY_CPU")"
     a1="$(served "$STABLE_ADDR")"; b1="$(served "$CANARY_ADDR")"
+    BUSY[$name]="$(busy "$k0" "$k1") / $(busy "$p0" "$p1")"
     if [ -n "$pid" ]; then t1="$(cpu_ticks "$pid")"; c1="$(ctx_switches "$pid")"; fi
     printf '%s\n' "$out" >"$WORK/wrk-$name.txt"
     RPS[$name]="$(awk '/^Requests\/sec:/ { print $2 }' <<<"$out")"
@@ -280,12 +295,13 @@ echo
 echo "Machine: $(nproc) CPUs ($(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)), shared by client, proxy"
 echo "and backends: wrk and both nginx on CPU $CLIENT_CPU, the proxy alone on CPU $PROXY_CPU. Absolute numbers are"
 echo "low and noisy; the ratios are what matter. Load average before/after: $LOAD_BEFORE / $LOAD_AFTER."
+echo "All benchmark processes at nice $NICE."
 echo "Client: wrk -t$THREADS -c$CONNS -d${DURATION}s --latency (HTTP/1.1 keep-alive), ${WARMUP}s warm-up before each pass."
 echo
-echo "| path | req/s | p50 (us) | p99 (us) | non-2xx | socket errors | proxy CPU | proxy CPU us/req | proxy ctx switches/req | backend requests |"
-echo "|---|---:|---:|---:|---:|---|---:|---:|---:|---|"
+echo "| path | req/s | p50 (us) | p99 (us) | non-2xx | socket errors | CPU$CLIENT_CPU / CPU$PROXY_CPU busy | proxy CPU | proxy CPU us/req | proxy ctx switches/req | backend requests |"
+echo "|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---|"
 for n in direct haproxy edgeroll; do
-    echo "| $n | ${RPS[$n]} | ${P50[$n]} | ${P99[$n]} | ${NON2XX[$n]} | ${SOCKERR[$n]} | ${CPU[$n]} | ${CPU_PER_REQ[$n]} | ${CSW_PER_REQ[$n]} | ${SPLIT[$n]} |"
+    echo "| $n | ${RPS[$n]} | ${P50[$n]} | ${P99[$n]} | ${NON2XX[$n]} | ${SOCKERR[$n]} | ${BUSY[$n]} | ${CPU[$n]} | ${CPU_PER_REQ[$n]} | ${CSW_PER_REQ[$n]} | ${SPLIT[$n]} |"
 done
 echo
 echo "| ratio | value |"
@@ -298,23 +314,43 @@ echo "| added p99 edgeroll (p99 - direct p99) | ${ADD_E} us |"
 echo "| added p99 edgeroll / HAProxy | $(ratio "$ADD_E" "$ADD_H") |"
 echo "| proxy CPU per request edgeroll / HAProxy | $(ratio "${CPU_PER_REQ[edgeroll]}" "${CPU_PER_REQ[haproxy]}") |"
 echo
-echo "edgeroll RSS idle (canary paused, 2 backends): $RSS_IDLE"
-echo "edgeroll RSS after its measured pass:           $RSS_END"
-echo "HAProxy RSS after the run (for reference):      $HAPROXY_RSS"
-echo "Split check, $SAMPLES curl requests: HAProxy $SPLIT_HAPROXY; edgeroll $SPLIT_EDGEROLL"
+BG="${BUSY[direct]#* / }"
+echo "Background load on the proxy CPU (CPU$PROXY_CPU busy during the direct pass, when no proxy runs): $BG."
+if [ "${BG%\%}" -gt 10 ]; then
+    echo "**Warning: other work used the proxy CPU during this run; the proxies competed with it and the"
+    echo "comparison is not clean. Rerun when the machine is quiet.**"
+fi
+echo
+echo "- edgeroll RSS idle (canary paused, 2 backends): $RSS_IDLE"
+echo "- edgeroll RSS after its measured pass:           $RSS_END"
+echo "- HAProxy RSS after the run (for reference):      $HAPROXY_RSS"
+echo "- Split check, $SAMPLES curl requests: HAProxy $SPLIT_HAPROXY; edgeroll $SPLIT_EDGEROLL"
 
 # ---------------------------------------------------------------- optional profile (not measured)
+PERF_STAT_SECS=5
+PERF_RECORD_SECS=8
+PERF_EVENTS="context-switches,raw_syscalls:sys_enter,syscalls:sys_enter_futex,syscalls:sys_enter_epoll_wait"
+PERF_EVENTS+=",syscalls:sys_enter_read,syscalls:sys_enter_recvfrom,syscalls:sys_enter_write"
+PERF_EVENTS+=",syscalls:sys_enter_writev,syscalls:sys_enter_sendto"
 if [ "$PERF" = 1 ] && command -v perf >/dev/null; then
     for pair in "haproxy:$HAPROXY_PID:$HAPROXY_PORT" "edgeroll:$EDGE_PID:$EDGEROLL_PORT"; do
         IFS=: read -r name pid port <<<"$pair"
-        taskset -c "$CLIENT_CPU" wrk -t"$THREADS" -c"$CONNS" -d"$((DURATION + 2))s" "http://127.0.0.1:$port/" >/dev/null &
+        nice -n "$NICE" taskset -c "$CLIENT_CPU" wrk -t"$THREADS" -c"$CONNS" -d"$((PERF_STAT_SECS + PERF_RECORD_SECS + 3))s" "http://127.0.0.1:$port/" >/dev/null &
         BG_PIDS+=($!)
         sleep 1
-        perf record -q -F 499 -p "$pid" -o "$WORK/perf-$name.data" -- sleep "$((DURATION - 2))" >/dev/null 2>&1 || true
+        # Syscalls and context switches per proxied request, counted over a few seconds of load.
+        a0="$(served "$STABLE_ADDR")"; b0="$(served "$CANARY_ADDR")"
+        perf stat -x, -o "$WORK/perf-stat-$name.csv" -e "$PERF_EVENTS" -p "$pid" -- sleep "$PERF_STAT_SECS" >/dev/null 2>&1 || true
+        a1="$(served "$STABLE_ADDR")"; b1="$(served "$CANARY_ADDR")"
+        n=$((a1 - a0 + b1 - b0))
+        perf record -q -F 499 -p "$pid" -o "$WORK/perf-$name.data" -- sleep "$PERF_RECORD_SECS" >/dev/null 2>&1 || true
         wait "${BG_PIDS[-1]}" || true
         echo
-        echo "perf ($name under load, cpu-clock samples): share by binary, then the top 12 symbols"
+        echo "perf ($name under load): events per proxied request ($n requests in ${PERF_STAT_SECS}s), share of"
+        echo "cpu-clock samples by binary, top 12 symbols"
         echo '```'
+        awk -F, -v n="$n" '$3 ~ /:|switches/ && n > 0 { printf "%8.3f  %s\n", $1 / n, $3 }' "$WORK/perf-stat-$name.csv" || true
+        echo
         perf report -q -i "$WORK/perf-$name.data" --stdio --sort dso 2>/dev/null | grep -v '^$' | head -6 || true
         echo
         perf report -q -i "$WORK/perf-$name.data" --stdio --sort dso,sym 2>/dev/null | grep -v '^$' \
