@@ -28,6 +28,7 @@ THREADS="${THREADS:-2}"
 CLIENT_CPU="${CLIENT_CPU:-0}"
 PROXY_CPU="${PROXY_CPU:-1}"
 PERF="${PERF:-0}"
+WORKERS="${WORKERS:-2}"         # edgeroll's agent.worker_threads (1 = one thread, like HAProxy's)
 # Every benchmark process (wrk, both proxies, nginx via edgeroll) runs at this niceness so that
 # other work on a shared machine does not take a proxy's core mid-pass. Without it a contended core is
 # split per thread, which hands edgeroll (2 threads) a bigger share than HAProxy (1 thread).
@@ -127,6 +128,7 @@ chmod +x "$WORK/backend.sh"
 cat >"$WORK/edgeroll.toml" <<EOF
 [agent]
 site = "bench"
+worker_threads = $WORKERS
 state_dir = "$WORK/state"
 socket = "$WORK/edgeroll.sock"
 [desired]

@@ -30,6 +30,10 @@ pub const HOSTNAME_FILE: &str = "/etc/hostname";
 pub const DEFAULT_SITE: &str = "localhost";
 /// Default `agent.socket_mode`: root and the `edgeroll` group may connect.
 pub const DEFAULT_SOCKET_MODE: u32 = 0o660;
+/// Default `agent.worker_threads`: the proxy keeps serving while the event loop commits state.
+pub const DEFAULT_WORKER_THREADS: usize = 2;
+/// Upper bound of `agent.worker_threads`.
+pub const MAX_WORKER_THREADS: i64 = 64;
 /// Default `agent.shutdown_grace`.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// Default `runtime.stop_grace`.
@@ -54,6 +58,8 @@ pub struct Config {
     pub socket: PathBuf,
     /// Permission bits of the socket (default 0660; 0666 lets every local user read status).
     pub socket_mode: u32,
+    /// Threads that run the proxies, the API and the event loop (default 2).
+    pub worker_threads: usize,
     /// Which runtime runs instances.
     pub runtime: RuntimeKind,
     /// Where the desired document comes from.
@@ -245,7 +251,7 @@ fn read_config(
     let runtime = section(reader, &mut table, "runtime", read_runtime);
     let desired = section(reader, &mut table, "desired", read_desired);
     table.finish(reader);
-    let (site, labels, state_dir, socket, socket_mode, shutdown_grace) = agent?;
+    let (site, labels, state_dir, socket, socket_mode, shutdown_grace, worker_threads) = agent?;
     let (runtime, stop_grace, log_max_bytes) = runtime?;
     let (desired, poll_interval) = desired?;
     Some(Config {
@@ -254,6 +260,7 @@ fn read_config(
         state_dir,
         socket,
         socket_mode,
+        worker_threads,
         runtime,
         desired,
         poll_interval,
@@ -295,6 +302,7 @@ type Agent = (
     PathBuf,
     u32,
     Duration,
+    usize,
 );
 
 fn read_agent(reader: &mut Reader<'_>, mut table: Option<&mut Table<'_>>) -> Option<Agent> {
@@ -322,6 +330,10 @@ fn read_agent(reader: &mut Reader<'_>, mut table: Option<&mut Table<'_>>) -> Opt
         Some((path, value)) => reader.duration(&path, value),
         None => Some(DEFAULT_SHUTDOWN_GRACE),
     };
+    let worker_threads = match field(&mut table, "worker_threads") {
+        Some((path, value)) => reader.int::<usize>(&path, value, 1..=MAX_WORKER_THREADS),
+        None => Some(DEFAULT_WORKER_THREADS),
+    };
     Some((
         site?,
         labels?,
@@ -329,6 +341,7 @@ fn read_agent(reader: &mut Reader<'_>, mut table: Option<&mut Table<'_>>) -> Opt
         socket?,
         socket_mode?,
         shutdown_grace?,
+        worker_threads?,
     ))
 }
 

@@ -59,6 +59,7 @@ fn an_empty_config_takes_every_default() {
             state_dir: PathBuf::from("/var/lib/edgeroll"),
             socket: PathBuf::from("/run/edgeroll/edgeroll.sock"),
             socket_mode: 0o660,
+            worker_threads: 2,
             runtime: RuntimeKind::Process,
             desired: DesiredSource::None,
             poll_interval: Duration::from_secs(30),

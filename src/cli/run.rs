@@ -35,7 +35,7 @@ pub(crate) fn run(config_path: &Path) -> u8 {
     };
     init_logging(DEFAULT_LOG_FILTER);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(AGENT_WORKER_THREADS)
+        .worker_threads(config.worker_threads)
         .thread_name("edgeroll")
         .enable_all()
         .build()
