@@ -68,6 +68,8 @@ if [ ! -s "$rootfs_tarball" ]; then
     (
         set -e
         dir=$(mktemp -d /var/tmp/edgeroll-rootfs.XXXXXX)
+        # It becomes the container's "/": mktemp's 0700 would lock out every non-root service.
+        chmod 0755 "$dir"
         debootstrap --variant=minbase --include=systemd,systemd-sysv,dbus bookworm "$dir" \
             http://deb.debian.org/debian
         rm -rf "$dir"/var/cache/apt/archives/*.deb "$dir"/var/lib/apt/lists/*_Packages

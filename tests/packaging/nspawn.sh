@@ -36,6 +36,11 @@ stop_container() {
         kill -KILL "$nspawn_pid" 2>/dev/null || true
         wait "$nspawn_pid" 2>/dev/null || true
     fi
+    # A container whose nspawn had to be killed keeps its PID 1; killing that PID 1 ends every
+    # process of the container's PID namespace.
+    if [ -n "$init_pid" ] && kill -0 "$init_pid" 2>/dev/null; then
+        kill -KILL "$init_pid" 2>/dev/null || true
+    fi
     nspawn_pid=
 }
 cleanup() {
@@ -131,6 +136,9 @@ EOF
 echo "--- booting Debian bookworm with systemd as PID 1 in systemd-nspawn"
 mkdir -p "$root"
 tar -C "$root" -xzf "$rootfs_tarball"
+# The tarball's "." may carry a 0700 mode (a mktemp directory); services that drop root (dbus)
+# could then not reach any file.
+chmod 0755 "$root"
 # Each boot gets a fresh machine id.
 rm -f "$root/etc/machine-id" && : >"$root/etc/machine-id"
 cp "$deb" "$root/root/edgeroll.deb"
@@ -149,10 +157,18 @@ done
 # Checks written as `bash -c '…'` use these.
 export init_pid proxy_port
 export -f inside prop is_active_running workload_pids proxy_get get_json json_has journal_has port_bound
-state=$(inside timeout 120 systemctl is-system-running --wait || true)
+# Poll: right after PID 1 appears, systemctl cannot reach it yet (no bus), and a first boot of a
+# fresh rootfs on a busy machine takes a while.
+state=
+boot_until=$(($(date +%s) + 180))
+while [ "$(date +%s)" -lt "$boot_until" ]; do
+    state=$(inside systemctl is-system-running 2>&1 || true)
+    case $state in running | degraded) break ;; esac
+    sleep 1
+done
 case $state in
 running | degraded) ok "the container booted with systemd as PID 1 ($state)" ;;
-*) cat "$work/nspawn.log"; fail "the container booted (state: $state)" ;;
+*) cat "$work/nspawn.log"; fail "the container booted (last state: $state)" ;;
 esac
 
 # === install ===
