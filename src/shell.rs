@@ -278,7 +278,10 @@ impl Shell {
                 },
                 Some(()) = inputs.reload.recv() => self.reload(&mut watcher, true).await,
                 Some(()) = hangup.recv() => {
-                    info!("SIGHUP: re-reading the desired document");
+                    info!("SIGHUP: re-reading the config and the desired document");
+                    if let Some(source) = self.reload_config() {
+                        watcher = desired::Watcher::new(source);
+                    }
                     self.reload(&mut watcher, true).await;
                 }
                 _ = poll.tick() => self.reload(&mut watcher, false).await,
@@ -340,6 +343,60 @@ impl Shell {
         for name in due {
             self.apply(&name, Event::DeadlineReached);
         }
+    }
+
+    /// Re-read the config files (SIGHUP). Settings the running agent can take are applied; the
+    /// others are reported as needing a restart. An invalid config changes nothing. Returns the
+    /// desired source when it changed.
+    fn reload_config(&mut self) -> Option<crate::config::DesiredSource> {
+        let path = self.config.files.first()?.clone();
+        let new = match crate::config::load(&path) {
+            Ok(config) => config,
+            Err(diagnostics) => {
+                for diagnostic in &diagnostics {
+                    error!("{diagnostic}");
+                }
+                warn!(
+                    errors = diagnostics.len(),
+                    "the config is invalid; keeping the running one"
+                );
+                return None;
+            }
+        };
+        let old = &self.config;
+        let needs_restart: Vec<&str> = [
+            ("agent.state_dir", old.state_dir != new.state_dir),
+            ("agent.socket", old.socket != new.socket),
+            ("agent.socket_mode", old.socket_mode != new.socket_mode),
+            (
+                "agent.worker_threads",
+                old.worker_threads != new.worker_threads,
+            ),
+            ("runtime.kind", old.runtime != new.runtime),
+            ("runtime.stop_grace", old.stop_grace != new.stop_grace),
+            (
+                "runtime.log_max_bytes",
+                old.log_max_bytes != new.log_max_bytes,
+            ),
+        ]
+        .into_iter()
+        .filter(|(_, changed)| *changed)
+        .map(|(key, _)| key)
+        .collect();
+        if !needs_restart.is_empty() {
+            warn!(keys = %needs_restart.join(", "), "changed settings take effect after a restart");
+        }
+        let source_changed = old.desired != new.desired;
+        // What the running agent takes at once: identity and labels (a document may now select
+        // this site or no longer), the desired source, and the drain grace of new listeners.
+        self.config.site = new.site;
+        self.config.labels = new.labels;
+        self.config.desired = new.desired;
+        self.config.poll_interval = new.poll_interval;
+        self.config.shutdown_grace = new.shutdown_grace;
+        self.config.files = new.files;
+        info!(site = %self.config.site, "config reloaded");
+        source_changed.then(|| self.config.desired.clone())
     }
 
     /// Re-read the desired source; `forced` re-reads even when the file did not change.

@@ -215,3 +215,59 @@ steps = []
     assert_eq!(common::instance_ids(&adopted), instances);
     assert_eq!(adopted["instances"][0]["restarts"], 0);
 }
+
+#[test]
+fn sighup_reloads_the_config_and_an_invalid_config_changes_nothing() {
+    let site = Site::start(SiteOptions::default());
+    site.write_desired("1.0.0", 0.0, "steps = []", 1);
+    site.reload();
+    site.wait_for("1.0.0 healthy", |s| {
+        s["phase"] == "Healthy" && s["stable"]["version"] == "1.0.0"
+    });
+
+    // An invalid drop-in on SIGHUP: logged with file, line and field, and nothing changes.
+    let drop_ins = site.dir.path().join("edgeroll.d");
+    std::fs::create_dir_all(&drop_ins).expect("edgeroll.d");
+    let drop_in = drop_ins.join("50-site.toml");
+    std::fs::write(&drop_in, "[agent]\nsocket_mode = \"0777\"\n").expect("drop-in");
+    site.reload();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !site
+        .agent_log()
+        .contains("the config is invalid; keeping the running one")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no error logged:\n{}",
+            site.agent_log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        site.agent_log()
+            .contains("50-site.toml:2:15: agent.socket_mode"),
+        "{}",
+        site.agent_log()
+    );
+    assert_eq!(site.status()["stable"]["version"], "1.0.0");
+
+    // A valid drop-in naming another site and another desired document: SIGHUP applies both.
+    let other = site.dir.path().join("other.toml");
+    let document = std::fs::read_to_string(&site.desired).expect("desired");
+    std::fs::write(&other, document.replace("1.0.0", "2.0.0")).expect("other desired");
+    std::fs::write(
+        &drop_in,
+        format!(
+            "[agent]\nsite = \"renamed-site\"\n\n[desired]\nsource = \"file://{}\"\n",
+            other.display()
+        ),
+    )
+    .expect("drop-in");
+    site.reload();
+    site.wait_for("2.0.0 promoted from the other document", |s| {
+        s["stable"]["version"] == "2.0.0" && s["phase"] == "Healthy"
+    });
+    let all = site.cli_ok(&["get", "-o", "json"]);
+    let all: serde_json::Value = serde_json::from_str(&all).expect("status");
+    assert_eq!(all["site"], "renamed-site");
+}
