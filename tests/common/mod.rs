@@ -41,6 +41,20 @@ impl Default for SiteOptions {
     }
 }
 
+/// The analysis template `write_desired` adds: the canary's success rate over 5 s, measured
+/// every second after 1 s, 5 times; any measurement below 95 % fails it.
+pub const SUCCESS_RATE_TEMPLATE: &str = r#"[[analysisTemplates]]
+name = "success-rate"
+[[analysisTemplates.metrics]]
+name = "success-rate"
+initialDelay = "1s"
+interval = "1s"
+count = 5
+successCondition = "result[0] >= 0.95"
+failureLimit = 0
+provider = { builtin = { query = "success_rate", version = "canary", window = "5s" } }
+"#;
+
 /// One agent with its own directory.
 pub struct Site {
     pub dir: tempfile::TempDir,
@@ -177,45 +191,17 @@ impl Site {
         }
     }
 
-    /// Write the desired document: one service with `replicas` instances of sample-app.
+    /// Write the desired document: one service with `replicas` instances of sample-app answering
+    /// `error_rate` of requests with 500, and the `success-rate` analysis template.
     pub fn write_desired(&self, version: &str, error_rate: f64, steps: &str, replicas: u32) {
-        let text = format!(
-            r#"apiVersion = "edgeroll/v1"
-serial = 1
-
-[[services]]
-name = "{service}"
-replicas = {replicas}
-traffic = {{ http = "{proxy}" }}
-
-[services.template]
-version = "{version}"
-command = ["{exe}", "sample-app", "--port", "{{port}}", "--version", "{version}", "--error-rate", "{error_rate}"]
-env = {{ EDGEROLL_TEST_MARKER = "{marker}" }}
-readiness = {{ httpGet = "/healthz" }}
-
-[services.strategy.canary]
-{steps}
-
-[[analysisTemplates]]
-name = "success-rate"
-[[analysisTemplates.metrics]]
-name = "success-rate"
-initialDelay = "1s"
-interval = "1s"
-count = 5
-successCondition = "result[0] >= 0.95"
-failureLimit = 0
-provider = {{ builtin = {{ query = "success_rate", version = "canary", window = "5s" }} }}
-"#,
-            service = self.service,
-            proxy = self.proxy,
-            exe = edgeroll(),
-            marker = self.marker,
+        let error_rate = error_rate.to_string();
+        self.write_desired_with(
+            version,
+            &["--error-rate", &error_rate],
+            steps,
+            SUCCESS_RATE_TEMPLATE,
+            replicas,
         );
-        let partial = self.desired.with_extension("partial");
-        std::fs::write(&partial, text).expect("write desired");
-        std::fs::rename(&partial, &self.desired).expect("rename desired");
     }
 
     /// Write the desired document: one service with `replicas` instances of sample-app run with
