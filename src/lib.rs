@@ -3,6 +3,8 @@
 //! The binary in `main.rs` is a thin shell over this library, so integration tests drive the same
 //! code as `edgeroll run`. `ARCHITECTURE.md` at the repository root has the code map.
 
+#![warn(missing_docs)]
+
 pub mod analysis;
 pub mod api;
 pub mod cli;
