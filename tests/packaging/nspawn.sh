@@ -264,7 +264,7 @@ check "the agent refuses alice's action: $refused" grep -q "^permission denied: 
 echo "--- systemctl reload (SIGHUP) and a canary promoted by bob"
 write_desired 2.0.0 2
 check "systemctl reload edgeroll succeeds" inside systemctl reload edgeroll
-eventually "the reload was logged" journal_has "SIGHUP: re-reading the desired document"
+eventually "the reload was logged" journal_has "SIGHUP: re-reading the config and the desired document"
 eventually "the canary 2.0.0 pauses at 50%" json_has '"phase": "Paused"'
 check "bob (group edgeroll) promotes the canary" inside runuser -u bob -- edgeroll promote web
 eventually "the rollout completes as Promoted" json_has '"completion": "Promoted"'
