@@ -14,7 +14,7 @@ mod validate;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use action::Verb;
+use crate::rollout::OperatorAction;
 use clap::{Parser, Subcommand, ValueEnum};
 
 pub use render::{render_service_text, render_text};
@@ -174,15 +174,17 @@ pub fn execute(cli: Cli) -> u8 {
             watch,
             output,
         } => in_client_runtime(get::get(&socket(), service.as_deref(), watch, output)),
-        Command::Promote { service, full } => operate(&socket(), &service, Verb::Promote { full }),
-        Command::Abort { service } => operate(&socket(), &service, Verb::Abort),
-        Command::Retry { service } => operate(&socket(), &service, Verb::Retry),
+        Command::Promote { service, full } => {
+            operate(&socket(), &service, OperatorAction::Promote { full })
+        }
+        Command::Abort { service } => operate(&socket(), &service, OperatorAction::Abort),
+        Command::Retry { service } => operate(&socket(), &service, OperatorAction::Retry),
         Command::Undo {
             service,
             to_revision,
-        } => operate(&socket(), &service, Verb::Undo { to_revision }),
-        Command::Pause { service } => operate(&socket(), &service, Verb::Pause),
-        Command::Resume { service } => operate(&socket(), &service, Verb::Resume),
+        } => operate(&socket(), &service, OperatorAction::Undo { to_revision }),
+        Command::Pause { service } => operate(&socket(), &service, OperatorAction::Pause),
+        Command::Resume { service } => operate(&socket(), &service, OperatorAction::Resume),
         Command::Demo { output } => run::demo(output == Output::Json),
         Command::SampleApp {
             port,
@@ -199,7 +201,7 @@ pub fn execute(cli: Cli) -> u8 {
 }
 
 /// Send one operator action on a client runtime.
-fn operate(socket: &Path, service: &str, verb: Verb) -> u8 {
+fn operate(socket: &Path, service: &str, verb: OperatorAction) -> u8 {
     in_client_runtime(action::act(socket, service, verb))
 }
 
