@@ -1111,8 +1111,7 @@ impl Transition<'_> {
 
     /// Re-check everything that waits on observations.
     fn progress(&mut self) {
-        if let Some(since) = self.state.stable_waiting_since {
-            let _ = since;
+        if self.state.stable_waiting_since.is_some() {
             if let Some(stable) = self.state.stable {
                 if self.state.ready_count(stable) >= self.state.spec.replicas {
                     self.state.stable_waiting_since = None;

@@ -417,23 +417,16 @@ impl Shell {
     async fn open_service(&mut self, rollout: Rollout) -> Result<(), Error> {
         let name = rollout.service.clone();
         let listen = rollout.spec.traffic.listen().to_owned();
-        let listener = TcpListener::bind(&listen)
-            .await
-            .map_err(|source| Error::Listen {
-                service: name.clone(),
-                listen: listen.clone(),
-                source,
-            })?;
+        let listener = bind_listener(&name, &listen).await?;
         let (routes, routes_rx) = watch::channel(Arc::new(RouteTable::default()));
         let metrics = Arc::new(Metrics::new());
-        let proxy_stop = self.shutdown.child_token();
-        let proxy_task = tokio::spawn(proxy::serve(
+        let (proxy_stop, proxy_task) = spawn_proxy(
             listener,
             routes_rx,
             metrics.clone(),
-            proxy_stop.clone(),
+            &self.shutdown,
             self.config.shutdown_grace,
-        ));
+        );
         info!(service = %name, %listen, "proxy listening");
         let runs = self
             .store
@@ -479,17 +472,7 @@ impl Shell {
             return Ok(());
         }
         let listener = match &wanted {
-            Some(listen) => {
-                Some(
-                    TcpListener::bind(listen)
-                        .await
-                        .map_err(|source| Error::Listen {
-                            service: name.to_owned(),
-                            listen: listen.clone(),
-                            source,
-                        })?,
-                )
-            }
+            Some(listen) => Some(bind_listener(name, listen).await?),
             None => None,
         };
         if let Some(old) = slot.preview.take() {
@@ -497,14 +480,13 @@ impl Shell {
         }
         if let (Some(listener), Some(listen)) = (listener, wanted) {
             let (routes, routes_rx) = watch::channel(Arc::new(RouteTable::default()));
-            let stop = self.shutdown.child_token();
-            let task = tokio::spawn(proxy::serve(
+            let (stop, task) = spawn_proxy(
                 listener,
                 routes_rx,
                 slot.metrics.clone(),
-                stop.clone(),
+                &self.shutdown,
                 self.config.shutdown_grace,
-            ));
+            );
             info!(service = %name, %listen, "preview listener open");
             slot.preview = Some(PreviewListener {
                 listen,
@@ -578,25 +560,16 @@ impl Shell {
             }
             Some(slot) if slot.listen != listen => {
                 // Bind the new address first; only then stop the old listener gracefully.
-                let listener =
-                    TcpListener::bind(&listen)
-                        .await
-                        .map_err(|source| Error::Listen {
-                            service: name.clone(),
-                            listen: listen.clone(),
-                            source,
-                        })?;
+                let listener = bind_listener(&name, &listen).await?;
                 if let Some(slot) = self.services.get_mut(&name) {
                     slot.proxy_stop.cancel();
-                    let proxy_stop = self.shutdown.child_token();
-                    slot.proxy_task = tokio::spawn(proxy::serve(
+                    (slot.proxy_stop, slot.proxy_task) = spawn_proxy(
                         listener,
                         slot.routes.subscribe(),
                         slot.metrics.clone(),
-                        proxy_stop.clone(),
+                        &self.shutdown,
                         self.config.shutdown_grace,
-                    ));
-                    slot.proxy_stop = proxy_stop;
+                    );
                     slot.listen = listen.clone();
                     info!(service = %name, %listen, "proxy moved");
                 }
@@ -915,6 +888,30 @@ impl Shell {
             }
         });
     }
+}
+
+/// Bind a listener of `service`, naming both in the error.
+async fn bind_listener(service: &str, listen: &str) -> Result<TcpListener, Error> {
+    TcpListener::bind(listen)
+        .await
+        .map_err(|source| Error::Listen {
+            service: service.to_owned(),
+            listen: listen.to_owned(),
+            source,
+        })
+}
+
+/// Serve `listener` with the routes of `routes` until the returned token is cancelled.
+fn spawn_proxy(
+    listener: TcpListener,
+    routes: watch::Receiver<Arc<RouteTable>>,
+    metrics: Arc<Metrics>,
+    shutdown: &CancellationToken,
+    grace: Duration,
+) -> (CancellationToken, JoinHandle<()>) {
+    let stop = shutdown.child_token();
+    let task = tokio::spawn(proxy::serve(listener, routes, metrics, stop.clone(), grace));
+    (stop, task)
 }
 
 /// The preview listener a spec asks for.

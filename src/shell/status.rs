@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::analysis::{AnalysisRun, MeasurementPhase, RunPhase};
+use crate::analysis::AnalysisRun;
 use crate::api::types::{self, Status, STATUS_API_VERSION};
 use crate::rollout::{Completion, Phase};
 
@@ -157,21 +157,21 @@ fn service(slot: &ServiceSlot) -> types::ServiceStatus {
 fn analysis_run(run: &AnalysisRun) -> types::AnalysisRun {
     types::AnalysisRun {
         name: run.id.clone(),
-        phase: run_phase_name(run.phase).to_owned(),
+        phase: run.phase.as_str().to_owned(),
         message: run.message.clone(),
         metrics: run
             .metrics
             .iter()
             .map(|metric| types::MetricRun {
                 name: metric.metric.name.clone(),
-                phase: run_phase_name(metric.phase).to_owned(),
+                phase: metric.phase.as_str().to_owned(),
                 message: metric.message.clone(),
                 measurements: metric
                     .measurements
                     .iter()
                     .map(|measurement| types::Measurement {
                         at: measurement.at.rfc3339(),
-                        phase: measurement_phase_name(measurement.phase).to_owned(),
+                        phase: measurement.phase.as_str().to_owned(),
                         value: measurement.value.clone(),
                         message: measurement.message.clone(),
                         query: measurement.query.clone(),
@@ -197,25 +197,5 @@ fn completion_name(completion: Completion) -> &'static str {
         Completion::Promoted => "Promoted",
         Completion::Aborted => "Aborted",
         Completion::Superseded => "Superseded",
-    }
-}
-
-fn run_phase_name(phase: RunPhase) -> &'static str {
-    match phase {
-        RunPhase::Pending => "Pending",
-        RunPhase::Running => "Running",
-        RunPhase::Successful => "Successful",
-        RunPhase::Failed => "Failed",
-        RunPhase::Error => "Error",
-        RunPhase::Inconclusive => "Inconclusive",
-    }
-}
-
-fn measurement_phase_name(phase: MeasurementPhase) -> &'static str {
-    match phase {
-        MeasurementPhase::Successful => "Successful",
-        MeasurementPhase::Failed => "Failed",
-        MeasurementPhase::Inconclusive => "Inconclusive",
-        MeasurementPhase::Error => "Error",
     }
 }
