@@ -376,7 +376,8 @@ pub fn new_run(
     Ok(run)
 }
 
-/// Record a measurement of metric `index` and update the phases.
+/// Record a measurement of metric `index` and update the phases: a round of one answer
+/// ([`record_round`]).
 ///
 /// The caller measures when [`due_metrics`] says so; `record` does not check the time. It is
 /// ignored when the run or the metric has already ended, or `index` is out of range.
@@ -385,11 +386,6 @@ pub fn record(run: &mut AnalysisRun, index: usize, outcome: Outcome, now: Timest
 }
 
 /// [`record`], keeping `query` (what was asked, from `provider::describe`) in the measurement.
-///
-/// A "no data" answer while the metric waits for evidence
-/// ([`MetricRun::waiting_for_evidence`]) is kept as an Inconclusive measurement whose message
-/// starts with [`WAITING_FOR_EVIDENCE`], and counts neither towards `inconclusiveLimit` nor
-/// towards `count`.
 pub fn record_with_query(
     run: &mut AnalysisRun,
     index: usize,
@@ -397,33 +393,70 @@ pub fn record_with_query(
     query: Option<String>,
     now: Timestamp,
 ) {
+    record_round(
+        run,
+        vec![Answer {
+            index,
+            outcome,
+            query,
+        }],
+        now,
+    );
+}
+
+/// One provider answer for metric `index` of a run, with what was asked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Answer {
+    /// The metric's index in [`AnalysisRun::metrics`].
+    pub index: usize,
+    /// What the provider answered.
+    pub outcome: Outcome,
+    /// What was asked (`provider::describe`), kept in the measurement.
+    pub query: Option<String>,
+}
+
+/// Record a round of answers (every metric that was due at the same instant) and only then
+/// decide the run: its phase is the worst of its metrics' phases (Failed over Error over
+/// Inconclusive, Argo's `IsWorst`), whatever the template order and whatever order the answers
+/// are given in. Metrics that were not in the round and are still measuring are then stopped.
+///
+/// A "no data" answer while the metric waits for evidence
+/// ([`MetricRun::waiting_for_evidence`]) is kept as an Inconclusive measurement whose message
+/// starts with [`WAITING_FOR_EVIDENCE`], and counts neither towards `inconclusiveLimit` nor
+/// towards `count`. Answers for a metric that has ended, or an index out of range, are ignored;
+/// a second answer for the same metric in one round is recorded after the first. Nothing is
+/// recorded once the run has ended.
+pub fn record_round(run: &mut AnalysisRun, answers: Vec<Answer>, now: Timestamp) {
     if run.phase.is_terminal() {
         return;
     }
     let started_at = run.started_at;
-    let Some(metric_run) = run.metrics.get_mut(index) else {
-        return;
-    };
-    if metric_run.phase.is_terminal() {
-        return;
-    }
-    let has_evidence = matches!(outcome, Outcome::Value(_) | Outcome::ValueWithNote(..));
-    let waiting = !has_evidence && metric_run.waiting_for_evidence(started_at, now);
-    let mut measurement = measurement_of(&metric_run.metric, outcome, now);
-    measurement.query = query;
-    if waiting && measurement.phase == MeasurementPhase::Inconclusive {
-        let reason = measurement.message.take().unwrap_or_default();
-        measurement.message = Some(format!("{WAITING_FOR_EVIDENCE}: {reason}"));
-        metric_run.add_awaiting(measurement);
-    } else {
-        if has_evidence && metric_run.evidence_at.is_none() {
-            metric_run.evidence_at = Some(now);
+    for answer in answers {
+        let Some(metric_run) = run.metrics.get_mut(answer.index) else {
+            continue;
+        };
+        if metric_run.phase.is_terminal() {
+            continue;
         }
-        metric_run.add(measurement);
+        let outcome = answer.outcome;
+        let has_evidence = matches!(outcome, Outcome::Value(_) | Outcome::ValueWithNote(..));
+        let waiting = !has_evidence && metric_run.waiting_for_evidence(started_at, now);
+        let mut measurement = measurement_of(&metric_run.metric, outcome, now);
+        measurement.query = answer.query;
+        if waiting && measurement.phase == MeasurementPhase::Inconclusive {
+            let reason = measurement.message.take().unwrap_or_default();
+            measurement.message = Some(format!("{WAITING_FOR_EVIDENCE}: {reason}"));
+            metric_run.add_awaiting(measurement);
+        } else {
+            if has_evidence && metric_run.evidence_at.is_none() {
+                metric_run.evidence_at = Some(now);
+            }
+            metric_run.add(measurement);
+        }
+        let (phase, message) = assess(metric_run, false);
+        metric_run.phase = phase;
+        metric_run.message = message.or_else(|| waiting_message(metric_run, started_at, now));
     }
-    let (phase, message) = assess(metric_run, false);
-    metric_run.phase = phase;
-    metric_run.message = message.or_else(|| waiting_message(metric_run, started_at, now));
     conclude(run, now);
 }
 

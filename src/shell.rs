@@ -959,17 +959,37 @@ async fn run_analysis(
             () = cancel.cancelled() => return,
             () = tokio::time::sleep_until(clock.instant_at(due)) => {}
         }
+        // Every metric due now is one round: measured together, and the run decided only once
+        // every answer is in, so the worst verdict wins whatever order they arrive in.
         let now = clock.now();
+        let mut round = tokio::task::JoinSet::new();
         for index in analysis::due_metrics(&run, now) {
-            let (outcome, query) = match run.metrics.get(index) {
-                Some(metric_run) => (
-                    provider::measure(&metric_run.metric, &context).await,
-                    provider::describe(&metric_run.metric, &context),
-                ),
-                None => continue,
-            };
-            analysis::record_with_query(&mut run, index, outcome, Some(query), clock.now());
+            if let Some(metric_run) = run.metrics.get(index) {
+                let metric = metric_run.metric.clone();
+                let context = context.clone();
+                round.spawn(async move {
+                    let query = provider::describe(&metric, &context);
+                    let outcome = provider::measure(&metric, &context).await;
+                    analysis::Answer {
+                        index,
+                        outcome,
+                        query: Some(query),
+                    }
+                });
+            }
         }
+        let mut answers = Vec::new();
+        loop {
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                joined = round.join_next() => match joined {
+                    Some(Ok(answer)) => answers.push(answer),
+                    Some(Err(error)) => error!(run = %run.id, %error, "a measurement task failed"),
+                    None => break,
+                },
+            }
+        }
+        analysis::record_round(&mut run, answers, clock.now());
         if cancel.is_cancelled() {
             return;
         }
