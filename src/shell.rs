@@ -11,8 +11,11 @@
 //! This module must never decide anything about a rollout (that is `rollout` and `analysis`), and
 //! it is the only place that reads the clock (`shell::clock`).
 
+mod analysis_task;
 pub mod clock;
 mod desired;
+mod document;
+mod listeners;
 mod status;
 mod test_hooks;
 
@@ -21,23 +24,21 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::analysis::{self, AnalysisRun, RunPhase};
+use crate::analysis::AnalysisRun;
 use crate::api::types::Status;
 use crate::api::ApiCommand;
 use crate::config::Config;
-use crate::provider::{self, ProviderContext};
-use crate::proxy::{self, Metrics, Pool, RouteTable};
-use crate::rollout::{self, AnalysisOutcome, Effect, Event, Rollout};
+use crate::proxy::{Metrics, Pool, RouteTable};
+use crate::rollout::{self, Effect, Event, Rollout};
 use crate::runtime::{
     self, DesiredRevision, InstanceStatus, InstancesChanged, SupervisorConfig, SupervisorHandle,
 };
-use crate::spec::{AnalysisStep, Document, ServiceSpec};
+use crate::spec::Document;
 use crate::store::{EventRecord, Store};
 
 pub use clock::Clock;
@@ -345,160 +346,6 @@ impl Shell {
         }
     }
 
-    /// Re-read the config files (SIGHUP). Settings the running agent can take are applied; the
-    /// others are reported as needing a restart. An invalid config changes nothing. Returns the
-    /// desired source when it changed.
-    fn reload_config(&mut self) -> Option<crate::config::DesiredSource> {
-        let path = self.config.files.first()?.clone();
-        let new = match crate::config::load(&path) {
-            Ok(config) => config,
-            Err(diagnostics) => {
-                for diagnostic in &diagnostics {
-                    error!("{diagnostic}");
-                }
-                warn!(
-                    errors = diagnostics.len(),
-                    "the config is invalid; keeping the running one"
-                );
-                return None;
-            }
-        };
-        let old = &self.config;
-        let needs_restart: Vec<&str> = [
-            ("agent.state_dir", old.state_dir != new.state_dir),
-            ("agent.socket", old.socket != new.socket),
-            ("agent.socket_mode", old.socket_mode != new.socket_mode),
-            (
-                "agent.worker_threads",
-                old.worker_threads != new.worker_threads,
-            ),
-            ("runtime.kind", old.runtime != new.runtime),
-            ("runtime.stop_grace", old.stop_grace != new.stop_grace),
-            (
-                "runtime.log_max_bytes",
-                old.log_max_bytes != new.log_max_bytes,
-            ),
-        ]
-        .into_iter()
-        .filter(|(_, changed)| *changed)
-        .map(|(key, _)| key)
-        .collect();
-        if !needs_restart.is_empty() {
-            warn!(keys = %needs_restart.join(", "), "changed settings take effect after a restart");
-        }
-        let source_changed = old.desired != new.desired;
-        // What the running agent takes at once: identity and labels (a document may now select
-        // this site or no longer), the desired source, and the drain grace of new listeners.
-        self.config.site = new.site;
-        self.config.labels = new.labels;
-        self.config.desired = new.desired;
-        self.config.poll_interval = new.poll_interval;
-        self.config.shutdown_grace = new.shutdown_grace;
-        self.config.files = new.files;
-        info!(site = %self.config.site, "config reloaded");
-        source_changed.then(|| self.config.desired.clone())
-    }
-
-    /// Re-read the desired source; `forced` re-reads even when the file did not change.
-    async fn reload(&mut self, watcher: &mut desired::Watcher, forced: bool) {
-        let changed = if forced {
-            watcher.load()
-        } else {
-            watcher.load_if_changed()
-        };
-        if let Some(document) = changed {
-            if let Err(error) = self.apply_document(document, false).await {
-                error!(%error, "cannot apply the desired document");
-            }
-        }
-    }
-
-    /// Bind the proxy of a service and start serving it with an empty route table.
-    async fn open_service(&mut self, rollout: Rollout) -> Result<(), Error> {
-        let name = rollout.service.clone();
-        let listen = rollout.spec.traffic.listen().to_owned();
-        let listener = bind_listener(&name, &listen).await?;
-        let (routes, routes_rx) = watch::channel(Arc::new(RouteTable::default()));
-        let metrics = Arc::new(Metrics::new());
-        let (proxy_stop, proxy_task) = spawn_proxy(
-            listener,
-            routes_rx,
-            metrics.clone(),
-            &self.shutdown,
-            self.config.shutdown_grace,
-        );
-        info!(service = %name, %listen, "proxy listening");
-        let runs = self
-            .store
-            .load_analysis_runs::<AnalysisRun>(&name)
-            .unwrap_or_else(|error| {
-                warn!(service = %name, %error, "cannot load analysis runs");
-                Vec::new()
-            });
-        let events = self
-            .store
-            .recent_events(&name, RECENT_EVENTS)
-            .unwrap_or_default();
-        let runs: VecDeque<AnalysisRun> = runs.into_iter().rev().take(RECENT_RUNS).rev().collect();
-        let preview_listen = preview_listen(&rollout.spec);
-        self.services.insert(
-            name.clone(),
-            ServiceSlot {
-                rollout,
-                instances: Vec::new(),
-                routes,
-                metrics,
-                listen,
-                proxy_stop,
-                proxy_task,
-                preview: None,
-                runs,
-                events: events.into_iter().collect(),
-            },
-        );
-        self.sync_preview_listener(&name, preview_listen).await
-    }
-
-    /// Open, move or close the preview listener of a blue-green service.
-    async fn sync_preview_listener(
-        &mut self,
-        name: &str,
-        wanted: Option<String>,
-    ) -> Result<(), Error> {
-        let Some(slot) = self.services.get_mut(name) else {
-            return Ok(());
-        };
-        if slot.preview.as_ref().map(|preview| &preview.listen) == wanted.as_ref() {
-            return Ok(());
-        }
-        let listener = match &wanted {
-            Some(listen) => Some(bind_listener(name, listen).await?),
-            None => None,
-        };
-        if let Some(old) = slot.preview.take() {
-            old.stop.cancel();
-        }
-        if let (Some(listener), Some(listen)) = (listener, wanted) {
-            let (routes, routes_rx) = watch::channel(Arc::new(RouteTable::default()));
-            let (stop, task) = spawn_proxy(
-                listener,
-                routes_rx,
-                slot.metrics.clone(),
-                &self.shutdown,
-                self.config.shutdown_grace,
-            );
-            info!(service = %name, %listen, "preview listener open");
-            slot.preview = Some(PreviewListener {
-                listen,
-                routes,
-                stop,
-                task,
-            });
-        }
-        self.publish_routes(name);
-        Ok(())
-    }
-
     /// Re-issue what a persisted state says must be true of the world.
     fn resume(&mut self, name: &str) {
         let Some(slot) = self.services.get(name) else {
@@ -506,100 +353,6 @@ impl Shell {
         };
         let effects = rollout::resume_effects(&slot.rollout);
         self.execute(name, effects);
-    }
-
-    /// Apply a (valid) desired document: new services, changed specs, removed services.
-    async fn apply_document(&mut self, document: Document, starting: bool) -> Result<(), Error> {
-        if !document.selects(&self.config.labels) {
-            info!(
-                serial = document.serial,
-                "the desired document does not select this site; ignoring it"
-            );
-            return Ok(());
-        }
-        info!(
-            serial = document.serial,
-            services = document.services.len(),
-            "applying the desired document"
-        );
-        let document = Arc::new(document);
-        self.document = Some(document.clone());
-        let wanted: Vec<String> = document
-            .services
-            .iter()
-            .map(|spec| spec.name.clone())
-            .collect();
-        for spec in &document.services {
-            if let Err(error) = self.apply_spec(spec.clone()).await {
-                if starting {
-                    return Err(error);
-                }
-                error!(%error, "service not applied");
-            }
-        }
-        let removed: Vec<String> = self
-            .services
-            .keys()
-            .filter(|name| !wanted.contains(name))
-            .cloned()
-            .collect();
-        for name in removed {
-            self.remove_service(&name);
-        }
-        self.order = wanted;
-        self.supervisor.retain_services(self.order.clone());
-        Ok(())
-    }
-
-    async fn apply_spec(&mut self, spec: ServiceSpec) -> Result<(), Error> {
-        let name = spec.name.clone();
-        let listen = spec.traffic.listen().to_owned();
-        match self.services.get(&name) {
-            None => {
-                self.open_service(Rollout::new(spec.clone())).await?;
-            }
-            Some(slot) if slot.listen != listen => {
-                // Bind the new address first; only then stop the old listener gracefully.
-                let listener = bind_listener(&name, &listen).await?;
-                if let Some(slot) = self.services.get_mut(&name) {
-                    slot.proxy_stop.cancel();
-                    (slot.proxy_stop, slot.proxy_task) = spawn_proxy(
-                        listener,
-                        slot.routes.subscribe(),
-                        slot.metrics.clone(),
-                        &self.shutdown,
-                        self.config.shutdown_grace,
-                    );
-                    slot.listen = listen.clone();
-                    info!(service = %name, %listen, "proxy moved");
-                }
-            }
-            Some(_) => {}
-        }
-        self.sync_preview_listener(&name, preview_listen(&spec))
-            .await?;
-        self.apply(&name, Event::DesiredSpecChanged(Box::new(spec)));
-        Ok(())
-    }
-
-    fn remove_service(&mut self, name: &str) {
-        let Some(slot) = self.services.remove(name) else {
-            return;
-        };
-        info!(service = %name, "service removed from the desired document");
-        slot.proxy_stop.cancel();
-        if let Some(preview) = &slot.preview {
-            preview.stop.cancel();
-        }
-        self.supervisor.set_desired(name, Vec::new());
-        for run in &slot.runs {
-            if let Some(token) = self.analysis_tasks.remove(&run.id) {
-                token.cancel();
-            }
-        }
-        if let Err(error) = self.store.delete_rollout(name) {
-            error!(service = %name, %error, "cannot delete the service's state");
-        }
     }
 
     fn instances_changed(&mut self, change: InstancesChanged) {
@@ -749,134 +502,6 @@ impl Shell {
         }
     }
 
-    fn start_analysis(&mut self, name: &str, run_id: &str, step: &AnalysisStep) {
-        let Some(slot) = self.services.get(name) else {
-            return;
-        };
-        let now = self.clock.now();
-        let existing = slot.runs.iter().find(|run| run.id == run_id).cloned();
-        let run = match existing {
-            Some(run) => run,
-            None => match self.new_run(name, run_id, step) {
-                Ok(run) => run,
-                Err(message) => {
-                    // A run that cannot even be built is no evidence either way: a human decides.
-                    warn!(service = %name, run = %run_id, %message, "cannot start analysis");
-                    self.apply(
-                        name,
-                        Event::AnalysisCompleted {
-                            run_id: run_id.to_owned(),
-                            outcome: AnalysisOutcome::Error,
-                            message,
-                        },
-                    );
-                    return;
-                }
-            },
-        };
-        if let Err(error) = self.store.save_analysis_run(&run.id, name, &run) {
-            error!(service = %name, %error, "cannot save the analysis run");
-        }
-        if is_terminal(run.phase) {
-            self.analysis_updated(run);
-            return;
-        }
-        let Some(slot) = self.services.get_mut(name) else {
-            return;
-        };
-        let context = ProviderContext {
-            metrics: slot.metrics.clone(),
-            stable_version: slot
-                .rollout
-                .stable_revision()
-                .map(|r| r.template.version.clone()),
-            canary_version: slot
-                .rollout
-                .canary_revision()
-                .map(|r| r.template.version.clone()),
-        };
-        remember_run(slot, run.clone());
-        let cancel = self.shutdown.child_token();
-        self.analysis_tasks.insert(run.id.clone(), cancel.clone());
-        info!(service = %name, run = %run.id, started = %now, "analysis started");
-        tokio::spawn(run_analysis(
-            run,
-            context,
-            self.clock,
-            self.store.clone(),
-            self.internal_tx.clone(),
-            cancel,
-        ));
-    }
-
-    fn new_run(
-        &self,
-        name: &str,
-        run_id: &str,
-        step: &AnalysisStep,
-    ) -> Result<AnalysisRun, String> {
-        let document = self
-            .document
-            .as_ref()
-            .ok_or("no desired document is loaded")?;
-        let mut templates = Vec::new();
-        for template_name in &step.templates {
-            let template = document
-                .analysis_templates
-                .get(template_name)
-                .ok_or_else(|| format!("unknown analysis template {template_name}"))?;
-            templates.push(template);
-        }
-        analysis::new_run(run_id, name, &templates, &step.args, self.clock.now())
-    }
-
-    fn stop_analysis(&mut self, name: &str, run_id: &str, reason: &str) {
-        if let Some(token) = self.analysis_tasks.remove(run_id) {
-            token.cancel();
-        }
-        let now = self.clock.now();
-        let Some(slot) = self.services.get_mut(name) else {
-            return;
-        };
-        if let Some(run) = slot.runs.iter_mut().find(|run| run.id == run_id) {
-            if !is_terminal(run.phase) {
-                analysis::terminate(run, now, reason);
-                if let Err(error) = self.store.save_analysis_run(run_id, name, &*run) {
-                    error!(service = %name, %error, "cannot save the analysis run");
-                }
-            }
-        }
-    }
-
-    fn analysis_updated(&mut self, run: AnalysisRun) {
-        let name = run.service.clone();
-        let Some(slot) = self.services.get_mut(&name) else {
-            return;
-        };
-        let terminal = is_terminal(run.phase);
-        let run_id = run.id.clone();
-        let phase = run.phase;
-        let message = run.message.clone().unwrap_or_default();
-        remember_run(slot, run);
-        if terminal {
-            self.analysis_tasks.remove(&run_id);
-            let outcome = match phase {
-                RunPhase::Successful => AnalysisOutcome::Successful,
-                RunPhase::Failed => AnalysisOutcome::Failed,
-                RunPhase::Inconclusive => AnalysisOutcome::Inconclusive,
-                _ => AnalysisOutcome::Error,
-            };
-            self.apply(
-                &name,
-                Event::AnalysisCompleted {
-                    run_id,
-                    outcome,
-                    message,
-                },
-            );
-        }
-    }
-
     fn publish_status(&self) {
         let status = status::build(&self.config.site, &self.order, &self.services);
         self.status_tx.send_if_modified(|current| {
@@ -887,121 +512,5 @@ impl Shell {
                 true
             }
         });
-    }
-}
-
-/// Bind a listener of `service`, naming both in the error.
-async fn bind_listener(service: &str, listen: &str) -> Result<TcpListener, Error> {
-    TcpListener::bind(listen)
-        .await
-        .map_err(|source| Error::Listen {
-            service: service.to_owned(),
-            listen: listen.to_owned(),
-            source,
-        })
-}
-
-/// Serve `listener` with the routes of `routes` until the returned token is cancelled.
-fn spawn_proxy(
-    listener: TcpListener,
-    routes: watch::Receiver<Arc<RouteTable>>,
-    metrics: Arc<Metrics>,
-    shutdown: &CancellationToken,
-    grace: Duration,
-) -> (CancellationToken, JoinHandle<()>) {
-    let stop = shutdown.child_token();
-    let task = tokio::spawn(proxy::serve(listener, routes, metrics, stop.clone(), grace));
-    (stop, task)
-}
-
-/// The preview listener a spec asks for.
-fn preview_listen(spec: &ServiceSpec) -> Option<String> {
-    match &spec.strategy {
-        crate::spec::Strategy::BlueGreen(blue_green) => blue_green.preview_listen.clone(),
-        crate::spec::Strategy::Canary(_) => None,
-    }
-}
-
-fn is_terminal(phase: RunPhase) -> bool {
-    !matches!(phase, RunPhase::Pending | RunPhase::Running)
-}
-
-fn remember_run(slot: &mut ServiceSlot, run: AnalysisRun) {
-    if let Some(existing) = slot.runs.iter_mut().find(|existing| existing.id == run.id) {
-        *existing = run;
-    } else {
-        slot.runs.push_back(run);
-        if slot.runs.len() > RECENT_RUNS {
-            slot.runs.pop_front();
-        }
-    }
-}
-
-/// Take an analysis run's measurements when they are due, persisting each, until it ends.
-async fn run_analysis(
-    mut run: AnalysisRun,
-    context: ProviderContext,
-    clock: Clock,
-    store: Arc<Store>,
-    updates: mpsc::Sender<Internal>,
-    cancel: CancellationToken,
-) {
-    while !is_terminal(run.phase) {
-        let Some(due) = analysis::next_due(&run) else {
-            // Nothing scheduled but not finished: wait to be stopped by the rollout (a metric
-            // without count runs until its step ends).
-            tokio::select! {
-                () = cancel.cancelled() => return,
-                () = tokio::time::sleep(ANALYSIS_IDLE_RECHECK) => continue,
-            }
-        };
-        tokio::select! {
-            () = cancel.cancelled() => return,
-            () = tokio::time::sleep_until(clock.instant_at(due)) => {}
-        }
-        // Every metric due now is one round: measured together, and the run decided only once
-        // every answer is in, so the worst verdict wins whatever order they arrive in.
-        let now = clock.now();
-        let mut round = tokio::task::JoinSet::new();
-        for index in analysis::due_metrics(&run, now) {
-            if let Some(metric_run) = run.metrics.get(index) {
-                let metric = metric_run.metric.clone();
-                let context = context.clone();
-                round.spawn(async move {
-                    let query = provider::describe(&metric, &context);
-                    let outcome = provider::measure(&metric, &context).await;
-                    analysis::Answer {
-                        index,
-                        outcome,
-                        query: Some(query),
-                    }
-                });
-            }
-        }
-        let mut answers = Vec::new();
-        loop {
-            tokio::select! {
-                () = cancel.cancelled() => return,
-                joined = round.join_next() => match joined {
-                    Some(Ok(answer)) => answers.push(answer),
-                    Some(Err(error)) => error!(run = %run.id, %error, "a measurement task failed"),
-                    None => break,
-                },
-            }
-        }
-        analysis::record_round(&mut run, answers, clock.now());
-        if cancel.is_cancelled() {
-            return;
-        }
-        if let Err(error) = store.save_analysis_run(&run.id, &run.service, &run) {
-            error!(run = %run.id, %error, "cannot save the analysis run");
-        }
-        if updates
-            .send(Internal::AnalysisUpdated(Box::new(run.clone())))
-            .await
-            .is_err()
-        {
-            return;
-        }
     }
 }

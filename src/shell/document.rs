@@ -1,0 +1,179 @@
+//! Applying what the site is told to run: the desired document (new, changed and removed
+//! services) and the config reloaded on SIGHUP. Reading and validating the document is
+//! `desired`; deciding what a changed spec means for a rollout is the core's.
+
+use tracing::{error, info, warn};
+
+use super::listeners::{bind_listener, preview_listen, spawn_proxy};
+use super::{desired, Error, Shell};
+use crate::rollout::{Event, Rollout};
+use crate::spec::{Document, ServiceSpec};
+use std::sync::Arc;
+
+impl Shell {
+    /// Re-read the config files (SIGHUP). Settings the running agent can take are applied; the
+    /// others are reported as needing a restart. An invalid config changes nothing. Returns the
+    /// desired source when it changed.
+    pub(super) fn reload_config(&mut self) -> Option<crate::config::DesiredSource> {
+        let path = self.config.files.first()?.clone();
+        let new = match crate::config::load(&path) {
+            Ok(config) => config,
+            Err(diagnostics) => {
+                for diagnostic in &diagnostics {
+                    error!("{diagnostic}");
+                }
+                warn!(
+                    errors = diagnostics.len(),
+                    "the config is invalid; keeping the running one"
+                );
+                return None;
+            }
+        };
+        let old = &self.config;
+        let needs_restart: Vec<&str> = [
+            ("agent.state_dir", old.state_dir != new.state_dir),
+            ("agent.socket", old.socket != new.socket),
+            ("agent.socket_mode", old.socket_mode != new.socket_mode),
+            (
+                "agent.worker_threads",
+                old.worker_threads != new.worker_threads,
+            ),
+            ("runtime.kind", old.runtime != new.runtime),
+            ("runtime.stop_grace", old.stop_grace != new.stop_grace),
+            (
+                "runtime.log_max_bytes",
+                old.log_max_bytes != new.log_max_bytes,
+            ),
+        ]
+        .into_iter()
+        .filter(|(_, changed)| *changed)
+        .map(|(key, _)| key)
+        .collect();
+        if !needs_restart.is_empty() {
+            warn!(keys = %needs_restart.join(", "), "changed settings take effect after a restart");
+        }
+        let source_changed = old.desired != new.desired;
+        // What the running agent takes at once: identity and labels (a document may now select
+        // this site or no longer), the desired source, and the drain grace of new listeners.
+        self.config.site = new.site;
+        self.config.labels = new.labels;
+        self.config.desired = new.desired;
+        self.config.poll_interval = new.poll_interval;
+        self.config.shutdown_grace = new.shutdown_grace;
+        self.config.files = new.files;
+        info!(site = %self.config.site, "config reloaded");
+        source_changed.then(|| self.config.desired.clone())
+    }
+
+    /// Re-read the desired source; `forced` re-reads even when the file did not change.
+    pub(super) async fn reload(&mut self, watcher: &mut desired::Watcher, forced: bool) {
+        let changed = if forced {
+            watcher.load()
+        } else {
+            watcher.load_if_changed()
+        };
+        if let Some(document) = changed {
+            if let Err(error) = self.apply_document(document, false).await {
+                error!(%error, "cannot apply the desired document");
+            }
+        }
+    }
+
+    /// Apply a (valid) desired document: new services, changed specs, removed services.
+    pub(super) async fn apply_document(
+        &mut self,
+        document: Document,
+        starting: bool,
+    ) -> Result<(), Error> {
+        if !document.selects(&self.config.labels) {
+            info!(
+                serial = document.serial,
+                "the desired document does not select this site; ignoring it"
+            );
+            return Ok(());
+        }
+        info!(
+            serial = document.serial,
+            services = document.services.len(),
+            "applying the desired document"
+        );
+        let document = Arc::new(document);
+        self.document = Some(document.clone());
+        let wanted: Vec<String> = document
+            .services
+            .iter()
+            .map(|spec| spec.name.clone())
+            .collect();
+        for spec in &document.services {
+            if let Err(error) = self.apply_spec(spec.clone()).await {
+                if starting {
+                    return Err(error);
+                }
+                error!(%error, "service not applied");
+            }
+        }
+        let removed: Vec<String> = self
+            .services
+            .keys()
+            .filter(|name| !wanted.contains(name))
+            .cloned()
+            .collect();
+        for name in removed {
+            self.remove_service(&name);
+        }
+        self.order = wanted;
+        self.supervisor.retain_services(self.order.clone());
+        Ok(())
+    }
+
+    pub(super) async fn apply_spec(&mut self, spec: ServiceSpec) -> Result<(), Error> {
+        let name = spec.name.clone();
+        let listen = spec.traffic.listen().to_owned();
+        match self.services.get(&name) {
+            None => {
+                self.open_service(Rollout::new(spec.clone())).await?;
+            }
+            Some(slot) if slot.listen != listen => {
+                // Bind the new address first; only then stop the old listener gracefully.
+                let listener = bind_listener(&name, &listen).await?;
+                if let Some(slot) = self.services.get_mut(&name) {
+                    slot.proxy_stop.cancel();
+                    (slot.proxy_stop, slot.proxy_task) = spawn_proxy(
+                        listener,
+                        slot.routes.subscribe(),
+                        slot.metrics.clone(),
+                        &self.shutdown,
+                        self.config.shutdown_grace,
+                    );
+                    slot.listen = listen.clone();
+                    info!(service = %name, %listen, "proxy moved");
+                }
+            }
+            Some(_) => {}
+        }
+        self.sync_preview_listener(&name, preview_listen(&spec))
+            .await?;
+        self.apply(&name, Event::DesiredSpecChanged(Box::new(spec)));
+        Ok(())
+    }
+
+    pub(super) fn remove_service(&mut self, name: &str) {
+        let Some(slot) = self.services.remove(name) else {
+            return;
+        };
+        info!(service = %name, "service removed from the desired document");
+        slot.proxy_stop.cancel();
+        if let Some(preview) = &slot.preview {
+            preview.stop.cancel();
+        }
+        self.supervisor.set_desired(name, Vec::new());
+        for run in &slot.runs {
+            if let Some(token) = self.analysis_tasks.remove(&run.id) {
+                token.cancel();
+            }
+        }
+        if let Err(error) = self.store.delete_rollout(name) {
+            error!(service = %name, %error, "cannot delete the service's state");
+        }
+    }
+}
