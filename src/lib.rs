@@ -21,3 +21,4 @@ pub mod spec;
 pub mod store;
 pub mod systemd;
 pub mod time;
+pub mod wire;

@@ -1,0 +1,170 @@
+//! Minisign signatures of desired documents: verifying against the keys a site trusts.
+//!
+//! The signature covers the document's exact bytes (minisign's prehashed `ED` algorithm; the
+//! legacy `Ed` one is refused), and its trusted comment is covered by the global signature. The
+//! serial, the expiry and the selector live in the document itself, so they are signed with it.
+//! A site pins one or more public keys (`desired.trusted_keys`), so a key can be rotated by
+//! pinning the next one before signing with it.
+
+use std::io::Cursor;
+
+/// A public key a site trusts.
+#[derive(Debug, Clone)]
+pub struct TrustedKey {
+    key: minisign::PublicKey,
+    /// The key id, as minisign prints it (16 upper-case hex digits).
+    pub key_id: String,
+}
+
+/// A verified signature.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    /// The id of the key that made it (16 upper-case hex digits, as minisign prints it).
+    pub key_id: String,
+    /// The trusted comment (covered by the signature), e.g. `timestamp:1764600000 serial:17`.
+    pub trusted_comment: String,
+}
+
+/// Why a signature or a key was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SignatureError {
+    /// The public key is not a minisign public key.
+    #[error("not a minisign public key: {0}")]
+    BadKey(String),
+    /// The signature file is not a minisign signature.
+    #[error("not a minisign signature: {0}")]
+    Malformed(String),
+    /// No trusted key has the signature's key id.
+    #[error("signed by key {key_id}, which this site does not trust (trusted: {trusted})")]
+    UntrustedKey {
+        /// The signature's key id.
+        key_id: String,
+        /// The trusted key ids, joined by `, `.
+        trusted: String,
+    },
+    /// The key id matches but the signature does not verify: the document or the signature
+    /// was changed.
+    #[error("the signature by key {key_id} does not match the document: {reason}")]
+    Invalid {
+        /// The signature's key id.
+        key_id: String,
+        /// What minisign said.
+        reason: String,
+    },
+}
+
+/// The key id of minisign's 8 key-number bytes (little-endian), as minisign prints it.
+fn key_id_of(keynum: &[u8]) -> String {
+    let mut bytes = [0u8; 8];
+    for (slot, byte) in bytes.iter_mut().zip(keynum) {
+        *slot = *byte;
+    }
+    format!("{:016X}", u64::from_le_bytes(bytes))
+}
+
+impl TrustedKey {
+    /// A key from the base64 line of a `.pub` file (`RWQ…`), or a whole `.pub` file's text
+    /// (an `untrusted comment:` line, then the base64 line).
+    pub fn parse(text: &str) -> Result<TrustedKey, SignatureError> {
+        let line = text
+            .lines()
+            .map(str::trim)
+            .rfind(|line| !line.is_empty() && !line.starts_with("untrusted comment:"))
+            .unwrap_or_default();
+        let key = minisign::PublicKey::from_base64(line)
+            .map_err(|error| SignatureError::BadKey(error.to_string()))?;
+        let key_id = key_id_of(key.keynum());
+        Ok(TrustedKey { key, key_id })
+    }
+
+    /// The base64 line of the key (what `trusted_keys` pins).
+    pub fn to_base64(&self) -> String {
+        self.key.to_base64()
+    }
+}
+
+/// Verify `signature` (the text of a `.minisig` file) over `document` with the key among
+/// `trusted` whose id it names.
+pub fn verify(
+    document: &[u8],
+    signature: &str,
+    trusted: &[TrustedKey],
+) -> Result<Verified, SignatureError> {
+    let signature_box = minisign::SignatureBox::from_string(signature)
+        .map_err(|error| SignatureError::Malformed(error.to_string()))?;
+    let key_id = key_id_of(signature_box.keynum());
+    let Some(key) = trusted.iter().find(|key| key.key_id == key_id) else {
+        return Err(SignatureError::UntrustedKey {
+            key_id,
+            trusted: trusted
+                .iter()
+                .map(|key| key.key_id.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+        });
+    };
+    minisign::verify(
+        &key.key,
+        &signature_box,
+        Cursor::new(document),
+        true,
+        false,
+        false,
+    )
+    .map_err(|error| SignatureError::Invalid {
+        key_id: key_id.clone(),
+        reason: error.to_string(),
+    })?;
+    let trusted_comment = signature_box
+        .trusted_comment()
+        .map_err(|error| SignatureError::Malformed(error.to_string()))?;
+    Ok(Verified {
+        key_id,
+        trusted_comment,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keypair() -> (TrustedKey, minisign::SecretKey) {
+        let pair = minisign::KeyPair::generate_unencrypted_keypair().expect("keypair");
+        let public = TrustedKey::parse(&pair.pk.to_base64()).expect("public key");
+        (public, pair.sk)
+    }
+
+    fn sign(secret: &minisign::SecretKey, document: &[u8]) -> String {
+        minisign::sign(None, secret, Cursor::new(document), Some("serial:1"), None)
+            .expect("sign")
+            .into_string()
+    }
+
+    #[test]
+    fn a_signed_document_verifies_and_a_flipped_byte_does_not() {
+        let (public, secret) = keypair();
+        let document = b"apiVersion = \"edgeroll/v1\"\nserial = 1\n";
+        let signature = sign(&secret, document);
+        let verified = verify(document, &signature, std::slice::from_ref(&public)).expect("ok");
+        assert_eq!(verified.key_id, public.key_id);
+        assert_eq!(verified.trusted_comment, "serial:1");
+        let mut flipped = document.to_vec();
+        flipped[3] ^= 1;
+        assert!(matches!(
+            verify(&flipped, &signature, &[public]),
+            Err(SignatureError::Invalid { .. })
+        ));
+    }
+
+    #[test]
+    fn an_untrusted_key_is_named() {
+        let (_, secret) = keypair();
+        let (other, _) = keypair();
+        let signature = sign(&secret, b"x");
+        let error = verify(b"x", &signature, &[other]).expect_err("untrusted");
+        assert!(
+            matches!(error, SignatureError::UntrustedKey { .. }),
+            "{error}"
+        );
+    }
+}
