@@ -124,6 +124,64 @@ pub fn verify(
     })
 }
 
+/// A secret key, decrypted, ready to sign.
+pub struct SigningKey {
+    key: minisign::SecretKey,
+    /// The key id (16 upper-case hex digits, as minisign prints it).
+    pub key_id: String,
+}
+
+impl std::fmt::Debug for SigningKey {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("SigningKey")
+            .field("key_id", &self.key_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SigningKey {
+    /// A key from the text of a minisign secret key file; `password` decrypts an encrypted one
+    /// (`None` for a key written unencrypted, as `minisign -G -W` or `edgeroll keygen
+    /// --unencrypted` do).
+    pub fn parse(text: &str, password: Option<String>) -> Result<SigningKey, SignatureError> {
+        let boxed = minisign::SecretKeyBox::from_string(text)
+            .map_err(|error| SignatureError::BadKey(error.to_string()))?;
+        let key = match password {
+            Some(password) => boxed.into_secret_key(Some(password)),
+            None => boxed.into_unencrypted_secret_key(),
+        }
+        .map_err(|error| SignatureError::BadKey(error.to_string()))?;
+        let key_id = minisign::PublicKey::from_secret_key(&key)
+            .map(|public| key_id_of(public.keynum()))
+            .map_err(|error| SignatureError::BadKey(error.to_string()))?;
+        Ok(SigningKey { key, key_id })
+    }
+
+    /// Whether the text of a secret key file holds an encrypted key (one that needs a
+    /// password).
+    pub fn is_encrypted(text: &str) -> bool {
+        minisign::SecretKeyBox::from_string(text)
+            .and_then(|boxed| boxed.into_unencrypted_secret_key())
+            .map(|key| key.is_encrypted())
+            .unwrap_or(true)
+    }
+
+    /// Sign `document`, with `trusted_comment` covered by the signature; returns the text of
+    /// the `.minisig` file.
+    pub fn sign(&self, document: &[u8], trusted_comment: &str) -> Result<String, SignatureError> {
+        minisign::sign(
+            None,
+            &self.key,
+            Cursor::new(document),
+            Some(trusted_comment),
+            None,
+        )
+        .map(minisign::SignatureBox::into_string)
+        .map_err(|error| SignatureError::BadKey(error.to_string()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
