@@ -8,6 +8,7 @@
 //! at any other time (startup and reload); it never writes anything.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -72,6 +73,9 @@ pub struct Config {
     pub stop_grace: Duration,
     /// Upper bound of one instance's log file, bytes.
     pub log_max_bytes: u64,
+    /// `metrics.listen`: where the agent serves its own `/metrics`; `None` (the default) serves
+    /// nothing.
+    pub metrics_listen: Option<SocketAddr>,
     /// The files that were merged into this configuration, in merge order (the main file, then
     /// the drop-ins); `validate` shows them and a reload re-reads the same set of places.
     pub files: Vec<PathBuf>,
@@ -250,10 +254,12 @@ fn read_config(
     let agent = section(reader, &mut table, "agent", read_agent);
     let runtime = section(reader, &mut table, "runtime", read_runtime);
     let desired = section(reader, &mut table, "desired", read_desired);
+    let metrics_listen = section(reader, &mut table, "metrics", read_metrics);
     table.finish(reader);
     let (site, labels, state_dir, socket, socket_mode, shutdown_grace, worker_threads) = agent?;
     let (runtime, stop_grace, log_max_bytes) = runtime?;
     let (desired, poll_interval) = desired?;
+    let metrics_listen = metrics_listen?;
     Some(Config {
         site,
         labels,
@@ -267,6 +273,7 @@ fn read_config(
         shutdown_grace,
         stop_grace,
         log_max_bytes,
+        metrics_listen,
         files: files.collect(),
     })
 }
@@ -430,6 +437,29 @@ fn read_desired(
         None => Some(DEFAULT_POLL_INTERVAL),
     };
     Some((source?, poll_interval?))
+}
+
+/// The `[metrics]` section. Only `listen` exists so far; the recording rules and remote write
+/// of the contract are not implemented, so their keys are reported as unknown.
+fn read_metrics(
+    reader: &mut Reader<'_>,
+    mut table: Option<&mut Table<'_>>,
+) -> Option<Option<SocketAddr>> {
+    let Some((path, value)) = field(&mut table, "listen") else {
+        return Some(None);
+    };
+    let text = reader.non_empty_string(&path, value)?;
+    match text.parse::<SocketAddr>() {
+        Ok(address) => Some(Some(address)),
+        Err(_) => {
+            reader.error(
+                value,
+                &path,
+                format!("{text:?} is not an address with a port, such as \"127.0.0.1:9469\""),
+            );
+            None
+        }
+    }
 }
 
 fn read_desired_source(

@@ -33,6 +33,7 @@ use crate::analysis::AnalysisRun;
 use crate::api::types::Status;
 use crate::api::ApiCommand;
 use crate::config::Config;
+use crate::metrics::ProxyMetrics;
 use crate::proxy::{Metrics, Pool, RouteTable};
 use crate::rollout::{self, Effect, Event, Rollout};
 use crate::runtime::{
@@ -67,6 +68,14 @@ pub enum Error {
         service: String,
         /// Its listener address.
         listen: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The `/metrics` listener (`metrics.listen`) could not be bound.
+    #[error("cannot listen on {listen} for /metrics (metrics.listen): {source}")]
+    MetricsListen {
+        /// The configured address.
+        listen: std::net::SocketAddr,
         /// Why.
         source: std::io::Error,
     },
@@ -137,6 +146,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Agent,
     let (commands_tx, commands_rx) = mpsc::channel(INPUT_CHANNEL_CAPACITY);
     let (internal_tx, internal_rx) = mpsc::channel(INPUT_CHANNEL_CAPACITY);
     let (reload_tx, reload_rx) = mpsc::channel(1);
+    let (proxy_metrics_tx, proxy_metrics_rx) = watch::channel(Arc::new(ProxyMetrics::new()));
 
     let mut shell = Shell {
         config: config.clone(),
@@ -148,6 +158,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Agent,
         document: None,
         analysis_tasks: BTreeMap::new(),
         status_tx,
+        proxy_metrics_tx,
         internal_tx,
         shutdown: shutdown.clone(),
     };
@@ -178,6 +189,21 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Agent,
         commands_tx.clone(),
         shutdown.child_token(),
     ));
+    if let Some(listen) = config.metrics_listen {
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .map_err(|source| Error::MetricsListen { listen, source })?;
+        let sources = crate::metrics::Sources {
+            status: status_rx.clone(),
+            proxies: proxy_metrics_rx,
+        };
+        info!(%listen, "serving the agent's own /metrics");
+        tokio::spawn(crate::metrics::serve(
+            listener,
+            sources,
+            shutdown.child_token(),
+        ));
+    }
     shell.publish_status();
     info!(site = %config.site, services = shell.services.len(), "edgeroll agent ready");
 
@@ -245,6 +271,8 @@ struct Shell {
     document: Option<Arc<Document>>,
     analysis_tasks: BTreeMap<String, CancellationToken>,
     status_tx: watch::Sender<Arc<Status>>,
+    /// Each service's proxy counters, for `/metrics`.
+    proxy_metrics_tx: watch::Sender<Arc<ProxyMetrics>>,
     internal_tx: mpsc::Sender<Internal>,
     shutdown: CancellationToken,
 }
@@ -503,6 +531,24 @@ impl Shell {
     }
 
     fn publish_status(&self) {
+        // Services come and go with documents; `/metrics` follows the same set.
+        self.proxy_metrics_tx.send_if_modified(|current| {
+            let same = current.len() == self.services.len()
+                && current.iter().zip(&self.services).all(
+                    |((name, metrics), (slot_name, slot))| {
+                        name == slot_name && Arc::ptr_eq(metrics, &slot.metrics)
+                    },
+                );
+            if !same {
+                *current = Arc::new(
+                    self.services
+                        .iter()
+                        .map(|(name, slot)| (name.clone(), Arc::clone(&slot.metrics)))
+                        .collect(),
+                );
+            }
+            !same
+        });
         let status = status::build(&self.config.site, &self.order, &self.services);
         self.status_tx.send_if_modified(|current| {
             if **current == status {

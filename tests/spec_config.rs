@@ -66,6 +66,7 @@ fn an_empty_config_takes_every_default() {
             shutdown_grace: Duration::from_secs(10),
             stop_grace: Duration::from_secs(10),
             log_max_bytes: 1024 * 1024,
+            metrics_listen: None,
             files: vec![dir.path()],
         }
     );
@@ -191,7 +192,7 @@ source = "https://hub.example.com/desired"
         DIR/edgeroll.toml:6:17: runtime.log_max_bytes: 0 is less than 1
         DIR/edgeroll.toml:8:10: desired.source: https sources are not supported yet
         DIR/edgeroll.d/10-a.toml:2:14: runtime.stop_grace: duration `-1s` must be positive
-        DIR/edgeroll.d/10-a.toml:3:2: extra: unknown field, expected one of `agent`, `runtime`, `desired`
+        DIR/edgeroll.d/10-a.toml:3:2: extra: unknown field, expected one of `agent`, `runtime`, `desired`, `metrics`
         DIR/edgeroll.d/20-b.toml:2:17: desired.poll_interval: expected a duration (seconds or a string such as "30s"), found a boolean
         DIR/edgeroll.d/20-b.toml:4:16: agent.labels.a: expected a string, found an integer
     "#]]);
@@ -255,4 +256,18 @@ fn the_socket_mode_is_one_of_the_supported_ones() {
         errors[0]
     );
     assert!(errors[0].message.contains("\"0666\""), "{}", errors[0]);
+}
+
+#[test]
+fn metrics_listen_is_an_address_with_a_port() {
+    let dir = ConfigDir::new("[metrics]\nlisten = \"127.0.0.1:9469\"\n");
+    assert_eq!(
+        dir.load().unwrap().metrics_listen,
+        Some("127.0.0.1:9469".parse().unwrap())
+    );
+    let dir = ConfigDir::new("[metrics]\nlisten = \"localhost\"\nrule_files = []\n");
+    dir.check_errors(expect![[r#"
+        DIR/edgeroll.toml:2:10: metrics.listen: "localhost" is not an address with a port, such as "127.0.0.1:9469"
+        DIR/edgeroll.toml:3:1: metrics.rule_files: unknown field, expected one of `listen`
+    "#]]);
 }

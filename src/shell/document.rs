@@ -44,6 +44,7 @@ impl Shell {
                 "runtime.log_max_bytes",
                 old.log_max_bytes != new.log_max_bytes,
             ),
+            ("metrics.listen", old.metrics_listen != new.metrics_listen),
         ]
         .into_iter()
         .filter(|(_, changed)| *changed)

@@ -31,12 +31,15 @@ pub const WAIT: Duration = Duration::from_secs(60);
 pub struct SiteOptions {
     /// The service's name.
     pub service: String,
+    /// Serve the agent's own `/metrics` on a free loopback port (`metrics.listen`).
+    pub metrics: bool,
 }
 
 impl Default for SiteOptions {
     fn default() -> Self {
         SiteOptions {
             service: "web".to_owned(),
+            metrics: false,
         }
     }
 }
@@ -63,6 +66,8 @@ pub struct Site {
     pub socket: PathBuf,
     pub config: PathBuf,
     pub desired: PathBuf,
+    /// Where the agent serves `/metrics`, when the site was started with `metrics`.
+    pub metrics: Option<SocketAddr>,
     marker: String,
     agent: Option<Child>,
 }
@@ -75,11 +80,17 @@ impl Site {
         let config = dir.path().join("edgeroll.toml");
         let desired = dir.path().join("desired.toml");
         let proxy = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let metrics = options
+            .metrics
+            .then(|| SocketAddr::from(([127, 0, 0, 1], free_port())));
+        let metrics_section = metrics
+            .map(|address| format!("\n[metrics]\nlisten = \"{address}\"\n"))
+            .unwrap_or_default();
         std::fs::write(
             &config,
             format!(
                 "[agent]\nsite = \"test-site\"\nstate_dir = \"{}\"\nsocket = \"{}\"\nshutdown_grace = \"2s\"\n\n\
-                 [runtime]\nkind = \"process\"\nstop_grace = \"2s\"\n\n[desired]\nsource = \"file://{}\"\n",
+                 [runtime]\nkind = \"process\"\nstop_grace = \"2s\"\n\n[desired]\nsource = \"file://{}\"\n{metrics_section}",
                 dir.path().join("state").display(),
                 socket.display(),
                 desired.display()
@@ -94,6 +105,7 @@ impl Site {
             socket,
             config,
             desired,
+            metrics,
             marker,
             agent: None,
         };
