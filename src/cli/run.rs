@@ -62,18 +62,81 @@ pub(crate) fn run(config_path: &Path) -> u8 {
     })
 }
 
-/// Logs go to stderr (journald captures it), filtered by `EDGEROLL_LOG`, without colours when
-/// stderr is not a terminal.
+/// Logs go to stderr, filtered by `EDGEROLL_LOG`, without colours when stderr is not a terminal.
+/// When stderr is the journal (under systemd), each line starts with its syslog priority
+/// (`<3>` for errors, `<4>` warnings, `<6>` info, `<7>` debug), which journald strips and keeps
+/// as the entry's priority, so `journalctl -p warning` works; the timestamp is left out because
+/// the journal has its own.
 fn init_logging(default_filter: &str) {
     let filter =
         EnvFilter::try_from_env(LOG_FILTER_ENV).unwrap_or_else(|_| EnvFilter::new(default_filter));
-    let result = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .try_init();
+        .with_writer(std::io::stderr);
+    let result = if stderr_is_journal() {
+        builder
+            .with_ansi(false)
+            .event_format(JournalFormat::new())
+            .try_init()
+    } else {
+        builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init()
+    };
     if let Err(error) = result {
         eprintln!("cannot set up logging: {error}");
+    }
+}
+
+/// Whether stderr is connected to the journal: systemd sets `JOURNAL_STREAM` to the device and
+/// inode of that stream (`DEV:INO`), and they still match stderr (a shell redirect would not).
+fn stderr_is_journal() -> bool {
+    let Some(stream) = std::env::var_os(JOURNAL_STREAM_ENV) else {
+        return false;
+    };
+    let Ok(stat) = nix::sys::stat::fstat(std::io::stderr()) else {
+        return false;
+    };
+    stream.to_str() == Some(&format!("{}:{}", stat.st_dev, stat.st_ino))
+}
+
+/// The environment variable systemd sets when stdout or stderr is the journal.
+const JOURNAL_STREAM_ENV: &str = "JOURNAL_STREAM";
+
+/// The usual line format without the timestamp, after a `<N>` syslog priority prefix.
+struct JournalFormat {
+    line: tracing_subscriber::fmt::format::Format<tracing_subscriber::fmt::format::Full, ()>,
+}
+
+impl JournalFormat {
+    fn new() -> Self {
+        JournalFormat {
+            line: tracing_subscriber::fmt::format::Format::default()
+                .without_time()
+                .with_ansi(false),
+        }
+    }
+}
+
+impl<S, N> tracing_subscriber::fmt::FormatEvent<S, N> for JournalFormat
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        context: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+        mut writer: tracing_subscriber::fmt::format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        let priority = match *event.metadata().level() {
+            tracing::Level::ERROR => 3,
+            tracing::Level::WARN => 4,
+            tracing::Level::INFO => 6,
+            tracing::Level::DEBUG | tracing::Level::TRACE => 7,
+        };
+        write!(writer, "<{priority}>")?;
+        self.line.format_event(context, writer, event)
     }
 }
 
