@@ -1,9 +1,9 @@
 //! The agent's own `/metrics`: what it runs, where each rollout stands, what its proxies measured
 //! and what the agent process costs, in the OpenMetrics text format (prometheus-client).
 //!
-//! Owns the metric names (the [`Family`] constants; no name is written anywhere else), the
+//! Owns the metric names ([`Family`]; no name is written anywhere else), the
 //! rendering of one scrape from what the shell already publishes (the status `watch` and the
-//! proxies' lifetime totals), and the loopback-or-wherever TCP listener of `metrics.listen`.
+//! proxies' lifetime totals), and the TCP listener of `metrics.listen`.
 //! Nothing is computed ahead of a scrape: every value is read when Prometheus asks, so a scrape
 //! can never show a state the shell did not publish.
 //!

@@ -107,7 +107,9 @@ FILE:LINE:COLUMN: message.
 The service runs as user \fBedgeroll\fR with \fBKillMode=process\fR, so workloads survive
 \fBsystemctl restart edgeroll\fR and are adopted again; \fBsystemctl stop edgeroll\fR therefore
 leaves them running. Stop them too with \fBsystemctl kill \-\-kill\-whom=all edgeroll\fR
-(older systemd spells it \fB\-\-kill\-who=all\fR). Logs: \fBjournalctl \-u edgeroll\fR.
+(older systemd spells it \fB\-\-kill\-who=all\fR). Logs: \fBjournalctl \-u edgeroll\fR; each line
+carries its priority, so \fBjournalctl \-u edgeroll \-p warning\fR shows only warnings and errors.
+With \fBmetrics.listen\fR set, the agent serves its own \fB/metrics\fR (OpenMetrics) there.
 .SH SEE ALSO
 .BR systemctl (1),
 .BR journalctl (1),
