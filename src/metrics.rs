@@ -257,7 +257,24 @@ struct Scrape {
     process: Option<ProcessStats>,
 }
 
+impl Collector for Scrape {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        for family in Family::ALL {
+            let descriptor = family.descriptor();
+            let mut metric = encoder.encode_descriptor(
+                descriptor.name,
+                descriptor.help,
+                descriptor.unit.as_ref(),
+                descriptor.kind,
+            )?;
+            self.encode_family(family, &mut metric)?;
+        }
+        Ok(())
+    }
+}
+
 impl Scrape {
+    /// Read every source once, so the whole scrape shows one moment.
     fn read(sources: &Sources, process: Option<ProcessStats>) -> Scrape {
         let status = Arc::clone(&sources.status.borrow());
         let proxies = Arc::clone(&sources.proxies.borrow());
@@ -276,25 +293,7 @@ impl Scrape {
             process,
         }
     }
-}
 
-impl Collector for Scrape {
-    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
-        for family in Family::ALL {
-            let descriptor = family.descriptor();
-            let mut metric = encoder.encode_descriptor(
-                descriptor.name,
-                descriptor.help,
-                descriptor.unit.as_ref(),
-                descriptor.kind,
-            )?;
-            self.encode_family(family, &mut metric)?;
-        }
-        Ok(())
-    }
-}
-
-impl Scrape {
     /// The samples of `family`.
     fn encode_family(
         &self,
