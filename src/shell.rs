@@ -226,7 +226,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Agent,
 /// What analysis tasks tell the loop.
 #[derive(Debug)]
 enum Internal {
-    /// A run took a measurement (already persisted).
+    /// A run recorded a round of measurements (not yet persisted: the loop commits it).
     AnalysisUpdated(Box<AnalysisRun>),
 }
 
@@ -303,7 +303,7 @@ impl Shell {
                 Some(change) = inputs.instances.recv() => self.instances_changed(change),
                 Some(command) = inputs.commands.recv() => self.command(command),
                 Some(internal) = inputs.internal.recv() => match internal {
-                    Internal::AnalysisUpdated(run) => self.analysis_updated(*run),
+                    Internal::AnalysisUpdated(run) => self.analysis_measured(*run),
                 },
                 Some(()) = inputs.reload.recv() => self.reload(&mut watcher, true).await,
                 Some(()) = hangup.recv() => {

@@ -3,18 +3,15 @@
 //! The rules (verdicts, limits, phases) are `crate::analysis`; this file only schedules and
 //! carries answers.
 
-use std::sync::Arc;
-
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use super::{Clock, Internal, ServiceSlot, Shell, ANALYSIS_IDLE_RECHECK, RECENT_RUNS};
 use crate::analysis::{self, AnalysisRun, RunPhase};
 use crate::provider::{self, ProviderContext};
 use crate::rollout::{AnalysisOutcome, Event};
 use crate::spec::AnalysisStep;
-use crate::store::Store;
 
 impl Shell {
     pub(super) fn start_analysis(&mut self, name: &str, run_id: &str, step: &AnalysisStep) {
@@ -71,7 +68,6 @@ impl Shell {
             run,
             context,
             self.clock,
-            self.store.clone(),
             self.internal_tx.clone(),
             cancel,
         ));
@@ -114,6 +110,20 @@ impl Shell {
                 }
             }
         }
+    }
+
+    /// A round of a running analysis, recorded by its task: commit it, then act on it. A run
+    /// that was stopped meanwhile (its step was promoted past, the rollout aborted) is history
+    /// and keeps the phase it was terminated with: the task's late copy is dropped.
+    pub(super) fn analysis_measured(&mut self, run: AnalysisRun) {
+        if !self.analysis_tasks.contains_key(&run.id) {
+            debug!(run = %run.id, "a round arrived after its run was stopped; dropped");
+            return;
+        }
+        if let Err(error) = self.store.save_analysis_run(&run.id, &run.service, &run) {
+            error!(run = %run.id, %error, "cannot save the analysis run");
+        }
+        self.analysis_updated(run);
     }
 
     pub(super) fn analysis_updated(&mut self, run: AnalysisRun) {
@@ -166,7 +176,6 @@ pub(super) async fn run_analysis(
     mut run: AnalysisRun,
     context: ProviderContext,
     clock: Clock,
-    store: Arc<Store>,
     updates: mpsc::Sender<Internal>,
     cancel: CancellationToken,
 ) {
@@ -217,9 +226,7 @@ pub(super) async fn run_analysis(
         if cancel.is_cancelled() {
             return;
         }
-        if let Err(error) = store.save_analysis_run(&run.id, &run.service, &run) {
-            error!(run = %run.id, %error, "cannot save the analysis run");
-        }
+        // The loop commits the run: it alone knows whether the run was stopped meanwhile.
         if updates
             .send(Internal::AnalysisUpdated(Box::new(run.clone())))
             .await
