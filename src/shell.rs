@@ -128,6 +128,16 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Agent,
     let clock = Clock::system();
     let store = Arc::new(Store::open(&config.state_dir)?);
     let persisted: Vec<(String, Rollout)> = store.load_rollouts()?;
+    // Bound once the store's lock is held (a second agent is refused by that, with its pid) and
+    // before any proxy or workload runs, so a taken address changes nothing.
+    let metrics_listener = match config.metrics_listen {
+        Some(listen) => Some(
+            tokio::net::TcpListener::bind(listen)
+                .await
+                .map_err(|source| Error::MetricsListen { listen, source })?,
+        ),
+        None => None,
+    };
 
     let (instances_tx, instances_rx) = mpsc::channel(INPUT_CHANNEL_CAPACITY);
     let supervisor_shutdown = shutdown.child_token();
@@ -189,15 +199,14 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Agent,
         commands_tx.clone(),
         shutdown.child_token(),
     ));
-    if let Some(listen) = config.metrics_listen {
-        let listener = tokio::net::TcpListener::bind(listen)
-            .await
-            .map_err(|source| Error::MetricsListen { listen, source })?;
+    if let Some(listener) = metrics_listener {
         let sources = crate::metrics::Sources {
             status: status_rx.clone(),
             proxies: proxy_metrics_rx,
         };
-        info!(%listen, "serving the agent's own /metrics");
+        if let Ok(listen) = listener.local_addr() {
+            info!(%listen, "serving the agent's own /metrics");
+        }
         tokio::spawn(crate::metrics::serve(
             listener,
             sources,

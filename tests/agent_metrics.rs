@@ -143,17 +143,34 @@ fn metrics_count_proxied_requests_and_follow_the_rollout() {
 }
 
 #[test]
-fn a_metrics_address_in_use_stops_the_agent_with_a_clear_error() {
+fn a_metrics_address_in_use_stops_the_agent_before_anything_runs() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let address = taken.local_addr().expect("address");
     let dir = tempfile::tempdir().expect("temp dir");
     let config = dir.path().join("edgeroll.toml");
+    let desired = dir.path().join("desired.toml");
+    let proxy = SocketAddr::from(([127, 0, 0, 1], common::free_port()));
+    let marker = format!("{:016x}", fastrand::u64(..));
+    std::fs::write(
+        &desired,
+        format!(
+            "apiVersion = \"edgeroll/v1\"\nserial = 1\n[[services]]\nname = \"web\"\nreplicas = 1\n\
+             traffic = {{ http = \"{proxy}\" }}\n[services.template]\nversion = \"1.0.0\"\n\
+             command = [\"{exe}\", \"sample-app\", \"--port\", \"{{port}}\"]\n\
+             env = {{ EDGEROLL_TEST_MARKER = \"{marker}\" }}\n\
+             [services.strategy.canary]\nsteps = []\n",
+            exe = common::edgeroll(),
+        ),
+    )
+    .expect("write desired");
     std::fs::write(
         &config,
         format!(
-            "[agent]\nstate_dir = \"{}\"\nsocket = \"{}\"\n[metrics]\nlisten = \"{address}\"\n",
+            "[agent]\nstate_dir = \"{}\"\nsocket = \"{}\"\n[desired]\nsource = \"{}\"\n\
+             [metrics]\nlisten = \"{address}\"\n",
             dir.path().join("state").display(),
             dir.path().join("edgeroll.sock").display(),
+            desired.display(),
         ),
     )
     .expect("write config");
@@ -170,6 +187,16 @@ fn a_metrics_address_in_use_stops_the_agent_with_a_clear_error() {
         )),
         "{stderr}"
     );
+    // Nothing ran: no rollout was committed (so no effect was issued), no workload started.
+    common::kill_marked_processes(&marker);
+    let store = edgeroll::store::Store::open(&dir.path().join("state")).expect("open the store");
+    let rollouts: Vec<(String, serde_json::Value)> = store.load_rollouts().expect("load rollouts");
+    assert!(
+        rollouts.is_empty(),
+        "the document was applied: {rollouts:?}"
+    );
+    let workload_logs = dir.path().join("state/logs/web");
+    assert!(!workload_logs.exists(), "a workload was started");
 }
 
 // === a real Prometheus scrapes the agent ===
