@@ -29,6 +29,7 @@ use crate::spec::{
     DEFAULT_PROGRESS_DEADLINE_SECONDS, DEFAULT_REVISION_HISTORY_LIMIT,
     DEFAULT_SCALE_DOWN_DELAY_SECONDS,
 };
+use crate::time::Timestamp;
 
 /// Argo's default `replicas`.
 const DEFAULT_REPLICAS: u32 = 1;
@@ -126,6 +127,9 @@ pub(crate) fn read_document(reader: &mut Reader<'_>, root: &Value) -> Option<Doc
         Some((path, value)) => reader.string_map(&path, value),
         None => Some(BTreeMap::new()),
     };
+    let expires = optional(table.get("expires"), |path, value| {
+        read_timestamp(reader, path, value)
+    });
 
     // Templates are read first so that `analysis` steps can be checked against them, whatever
     // order the document lists them in.
@@ -144,6 +148,7 @@ pub(crate) fn read_document(reader: &mut Reader<'_>, root: &Value) -> Option<Doc
     Some(Document {
         serial: serial?,
         selector: selector?,
+        expires: expires?,
         services: services?,
         analysis_templates: analysis_templates?,
     })
@@ -219,6 +224,30 @@ pub(super) fn one_of<'v>(
         chosen
     } else {
         None
+    }
+}
+
+/// An RFC 3339 instant in UTC (`"2026-12-31T00:00:00Z"`, quoted or as a TOML datetime).
+fn read_timestamp(reader: &mut Reader<'_>, path: &str, value: &Value) -> Option<Timestamp> {
+    let text = match &value.node {
+        Node::Datetime(text) => text.as_str(),
+        _ => reader.string(path, value)?,
+    };
+    let parsed = humantime::parse_rfc3339(text).ok().and_then(|at| {
+        at.duration_since(std::time::UNIX_EPOCH)
+            .ok()
+            .and_then(|since| u64::try_from(since.as_millis()).ok())
+    });
+    match parsed {
+        Some(millis) => Some(Timestamp::from_millis(millis)),
+        None => {
+            reader.error(
+                value,
+                path,
+                format!("{text:?} is not an RFC 3339 time in UTC such as \"2026-12-31T00:00:00Z\""),
+            );
+            None
+        }
     }
 }
 
