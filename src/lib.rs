@@ -21,4 +21,5 @@ pub mod spec;
 pub mod store;
 pub mod systemd;
 pub mod time;
+pub mod trust;
 pub mod wire;
