@@ -184,6 +184,8 @@ fn paused_canary_with_analysis() {
         api_version: "edgeroll/v1".to_owned(),
         site: "store-0042".to_owned(),
         services: vec![paused_canary()],
+        source: None,
+        events: Vec::new(),
     };
     expect![[r#"
         Site:            store-0042
@@ -276,6 +278,8 @@ fn a_site_without_services() {
         api_version: "edgeroll/v1".to_owned(),
         site: "store-0042".to_owned(),
         services: Vec::new(),
+        source: None,
+        events: Vec::new(),
     };
     expect![[r#"
         Site:            store-0042
