@@ -93,10 +93,11 @@ impl Handle {
         let _ = self.wake.try_send(());
     }
 
-    /// Stop the task (the source changed, or the agent stops).
-    pub fn stop(self) {
+    /// Stop the task and wait until it has ended (the source changed, or the agent stops).
+    pub async fn stopped(self) {
         self.stop.cancel();
-        self.task.abort();
+        // A task that ended on its own, or was cancelled, is just as stopped.
+        let _ = self.task.await;
     }
 }
 
@@ -249,7 +250,10 @@ impl Puller {
                     Some(()) = wake_rx.recv() => true,
                 };
                 let mut out = Vec::new();
-                delay = self.poll(forced, &mut out).await;
+                delay = tokio::select! {
+                    () = token.cancelled() => break,
+                    delay = self.poll(forced, &mut out) => delay,
+                };
                 for event in out {
                     if events.send(event).await.is_err() {
                         return;

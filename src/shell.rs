@@ -366,7 +366,7 @@ impl Shell {
     /// accepted, so the new one starts where the old one stopped).
     async fn restart_pull(&mut self, events: &mpsc::Sender<PullEvent>) {
         if let Some(old) = self.pull.take() {
-            old.stop();
+            old.stopped().await;
         }
         let mut puller = Puller::new(&self.config, self.store.clone(), self.clock);
         for event in puller.initial() {
