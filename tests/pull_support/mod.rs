@@ -24,6 +24,11 @@ use tokio::io::AsyncReadExt;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use edgeroll::pull::{Handle, PullEvent, Puller};
+use edgeroll::shell::Clock;
+use edgeroll::store::Store;
+use tokio::sync::mpsc;
+
 /// A throw-away CA and a server certificate for 127.0.0.1 signed by it, as PEM files.
 pub struct Pki {
     pub dir: tempfile::TempDir,
@@ -401,4 +406,108 @@ pub fn labels() -> BTreeMap<String, String> {
         ("cohort".to_owned(), "pilot".to_owned()),
         ("region".to_owned(), "eu-west".to_owned()),
     ])
+}
+
+// === driving a pull ===
+
+pub const WAIT: Duration = Duration::from_secs(30);
+
+pub struct Rig {
+    pub dir: tempfile::TempDir,
+    pub store: Arc<Store>,
+    pub handle: Option<Handle>,
+    pub events: mpsc::Receiver<PullEvent>,
+    pub initial: Vec<PullEvent>,
+}
+
+/// What one round gave: documents applied, refusals (rule, message), failures, last result.
+#[derive(Debug, Default)]
+pub struct Round {
+    pub applied: Vec<(u64, bool)>,
+    pub refused: Vec<(String, String)>,
+    pub failed: Vec<String>,
+    pub last_result: String,
+    pub etag: Option<String>,
+    pub serial: Option<u64>,
+    pub key_id: Option<String>,
+    pub stale: bool,
+}
+
+pub fn summarize(events: Vec<PullEvent>, round: &mut Round) {
+    for event in events {
+        match event {
+            PullEvent::Apply { document, stale } => round.applied.push((document.serial, stale)),
+            PullEvent::Refused(refusal) => round.refused.push((refusal.rule, refusal.message)),
+            PullEvent::Failed(failure) => round.failed.push(failure.message),
+            PullEvent::Source(view) => {
+                round.last_result = view.record.last_result.clone();
+                round.etag = view.record.etag.clone();
+                round.serial = view.serial;
+                round.key_id = view.record.key_id.clone();
+                round.stale = view.record.stale;
+            }
+        }
+    }
+}
+
+impl Rig {
+    pub fn start(dir: tempfile::TempDir, url: &str, desired_extra: &str) -> Rig {
+        let config_path = write_config(dir.path(), url, desired_extra);
+        let config = edgeroll::config::load(&config_path).expect("config");
+        let store = Arc::new(Store::open(&config.state_dir).expect("store"));
+        let mut puller = Puller::new(&config, store.clone(), Clock::system());
+        let initial = puller.initial();
+        let (sender, events) = mpsc::channel(64);
+        let handle = puller.spawn(sender, CancellationToken::new());
+        Rig {
+            dir,
+            store,
+            handle: Some(handle),
+            events,
+            initial,
+        }
+    }
+
+    /// Wake the pull and collect what one round sends.
+    pub async fn round(&mut self) -> Round {
+        if let Some(handle) = &self.handle {
+            handle.wake();
+        }
+        let mut round = Round::default();
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let event = tokio::time::timeout_at(deadline, self.events.recv())
+                .await
+                .expect("the pull sent nothing")
+                .expect("the pull stopped");
+            let last = matches!(event, PullEvent::Source(_));
+            summarize(vec![event], &mut round);
+            if last {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        while let Ok(event) = self.events.try_recv() {
+            summarize(vec![event], &mut round);
+        }
+        round
+    }
+
+    pub fn accepted_serial(&self) -> Option<u64> {
+        self.store
+            .load_trust()
+            .expect("trust")
+            .state
+            .accepted
+            .map(|(serial, _)| serial)
+    }
+
+    /// Stop the pull and close the store; returns the directory.
+    pub async fn stop(mut self) -> tempfile::TempDir {
+        if let Some(handle) = self.handle.take() {
+            handle.stopped().await;
+        }
+        drop(self.store);
+        self.dir
+    }
 }
