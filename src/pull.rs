@@ -415,11 +415,7 @@ impl Puller {
     /// least `retry_after` when the server asked for it.
     fn backoff(&mut self, retry_after: Option<Duration>) -> Duration {
         self.failures = self.failures.saturating_add(1);
-        let ceiling = BACKOFF_BASE
-            .min(self.poll_interval)
-            .saturating_mul(1u32 << self.failures.min(20))
-            .min(backoff_cap(self.poll_interval));
-        let delay = jitter(ceiling);
+        let delay = jitter(backoff_ceiling(self.failures, self.poll_interval));
         match retry_after {
             Some(after) => delay.max(after.min(MAX_RETRY_AFTER)),
             None => delay,
@@ -690,6 +686,17 @@ pub fn backoff_cap(poll_interval: Duration) -> Duration {
     poll_interval.saturating_mul(10).max(BACKOFF_BASE)
 }
 
+/// The upper bound of the random delay after `failures` failures in a row: `BACKOFF_BASE`
+/// (or the poll interval, when shorter) doubled per failure, capped at [`backoff_cap`]. The
+/// delay itself is uniform in `[0, ceiling]` (full jitter), so sites that failed together do
+/// not retry together.
+pub fn backoff_ceiling(failures: u32, poll_interval: Duration) -> Duration {
+    BACKOFF_BASE
+        .min(poll_interval)
+        .saturating_mul(1u32 << failures.min(20))
+        .min(backoff_cap(poll_interval))
+}
+
 /// A uniformly random duration in `[0, ceiling]`.
 fn jitter(ceiling: Duration) -> Duration {
     let millis = u64::try_from(ceiling.as_millis()).unwrap_or(u64::MAX);
@@ -885,4 +892,44 @@ fn read_certs(path: &Path) -> Result<Vec<rustls::pki_types::CertificateDer<'stat
     rustls_pemfile::certs(&mut text.as_slice())
         .collect::<Result<Vec<_>, _>>()
         .map_err(|error| format!("{}: {error}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_backoff_ceiling_doubles_up_to_ten_poll_intervals() {
+        let poll = Duration::from_secs(30);
+        let ceilings: Vec<u64> = (1..=10)
+            .map(|failures| backoff_ceiling(failures, poll).as_secs())
+            .collect();
+        assert_eq!(ceilings, vec![2, 4, 8, 16, 32, 64, 128, 256, 300, 300]);
+        assert_eq!(backoff_ceiling(u32::MAX, poll), Duration::from_secs(300));
+        // A short poll interval shortens the base too.
+        assert_eq!(
+            backoff_ceiling(1, Duration::from_millis(100)),
+            Duration::from_millis(200)
+        );
+    }
+
+    #[test]
+    fn full_jitter_stays_within_the_ceiling_and_spreads() {
+        let ceiling = Duration::from_secs(8);
+        let delays: Vec<Duration> = (0..200).map(|_| jitter(ceiling)).collect();
+        assert!(delays.iter().all(|delay| *delay <= ceiling));
+        let below_half = delays.iter().filter(|delay| **delay < ceiling / 2).count();
+        assert!(
+            (40..160).contains(&below_half),
+            "{below_half} of 200 below half"
+        );
+    }
+
+    #[test]
+    fn the_signature_sits_next_to_the_file() {
+        assert_eq!(
+            signature_path(Path::new("/etc/edgeroll/desired.toml")),
+            PathBuf::from("/etc/edgeroll/desired.toml.minisig")
+        );
+    }
 }

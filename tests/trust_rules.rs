@@ -161,8 +161,9 @@ fn one_flipped_byte_in_the_document_or_the_signature_is_a_signature_refusal() {
     // Flip one character of the signature line (the second line, base64).
     let mut lines: Vec<String> = signature.lines().map(str::to_owned).collect();
     let line = &mut lines[1];
-    let replacement = if line.ends_with('A') { "B" } else { "A" };
-    line.replace_range(line.len() - 3..line.len() - 2, replacement);
+    let at = line.len() - 3;
+    let replacement = if &line[at..=at] == "A" { "B" } else { "A" };
+    line.replace_range(at..=at, replacement);
     let tampered = lines.join("\n") + "\n";
     let (rule, _) = refused(check(&bytes, Some(&tampered), keys, &TrustState::default()));
     assert_eq!(rule, Rule::Signature);
@@ -419,4 +420,67 @@ fn the_site_key_of_a_selector_matches_the_name_and_other_keys_the_labels() {
         site
     ));
     assert!(!selects(&selector(&[("missing", "")]), site));
+}
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Any single flipped bit, anywhere in the signed document, is refused by the signature
+        /// rule; it is never applied.
+        #[test]
+        fn any_flipped_bit_of_the_document_is_refused(index in 0usize..64, bit in 0u8..8) {
+            let signer = signer();
+            let bytes = doc(5, "selector = { cohort = \"pilot\" }\n");
+            let signature = signer.sign(&bytes);
+            let mut flipped = bytes.clone();
+            let index = index % flipped.len();
+            flipped[index] ^= 1 << bit;
+            let decision = check(&flipped, Some(&signature), std::slice::from_ref(&signer.public), &TrustState::default());
+            prop_assert!(matches!(decision, Decision::Refuse(ref refusal) if refusal.rule == Rule::Signature), "{decision:?}");
+        }
+
+        /// Any single changed character of the signature text is refused (as a bad or
+        /// untrusted signature), never applied.
+        #[test]
+        fn any_changed_signature_character_is_refused(index in 0usize..400, replacement in "[A-Za-z0-9+/=]") {
+            let signer = signer();
+            let bytes = doc(5, "");
+            let signature = signer.sign(&bytes);
+            let index = index % signature.len();
+            prop_assume!(signature.is_char_boundary(index) && signature.is_char_boundary(index + 1));
+            let original = &signature[index..index + 1];
+            prop_assume!(original != replacement && original != "\n");
+            let mut tampered = signature.clone();
+            tampered.replace_range(index..index + 1, &replacement);
+            let decision = check(&bytes, Some(&tampered), std::slice::from_ref(&signer.public), &TrustState::default());
+            // The untrusted comment is not covered by the signature: changing its text (not
+            // its prefix) changes nothing.
+            let untrusted_line_end = signature.find('\n').unwrap_or(0);
+            if ("untrusted comment: ".len()..untrusted_line_end).contains(&index) {
+                prop_assert!(matches!(decision, Decision::Apply(_)), "{decision:?}");
+            } else {
+                prop_assert!(matches!(decision, Decision::Refuse(_)), "{decision:?}");
+            }
+        }
+
+        /// `expires` written as RFC 3339 reads back as the same instant (second precision).
+        #[test]
+        fn expires_round_trips_through_rfc3339(seconds in 0u64..8_000_000_000) {
+            let at = Timestamp::from_millis(seconds * 1000);
+            let text = format!("apiVersion = \"edgeroll/v1\"\nexpires = \"{}\"\n", at.rfc3339());
+            let document = parse_document(Path::new("doc.toml"), &text).unwrap();
+            prop_assert_eq!(document.expires, Some(at));
+        }
+
+        /// The signing time of any `timestamp:N` trusted comment is N seconds.
+        #[test]
+        fn signed_at_reads_the_timestamp_field(seconds in 0u64..u64::MAX / 1000, file in "[a-z.]{1,12}") {
+            let comment = format!("timestamp:{seconds}\tfile:{file}\thashed");
+            prop_assert_eq!(signed_at(&comment), Some(Timestamp::from_millis(seconds * 1000)));
+        }
+    }
 }
