@@ -391,7 +391,9 @@ impl Document {
         self.services.iter().find(|service| service.name == name)
     }
 
-    /// Whether a site with these labels applies the document.
+    /// Whether a site with these labels applies the document, by labels alone. The agent
+    /// decides with `trust::selects`, where the key `site` matches the site's name as well:
+    /// use that one wherever the site's name is known.
     pub fn selects(&self, labels: &BTreeMap<String, String>) -> bool {
         self.selector
             .iter()
