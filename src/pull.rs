@@ -124,6 +124,8 @@ pub struct Puller {
     floor_warned: bool,
     /// The last failure reported, so a source that keeps failing the same way is one event.
     last_failure: Option<String>,
+    /// The last refusal reported (rule and candidate), for the same reason.
+    last_refusal: Option<(Rule, String)>,
     failures: u32,
 }
 
@@ -190,6 +192,7 @@ impl Puller {
             running_expires: None,
             floor_warned: false,
             last_failure: None,
+            last_refusal: None,
             failures: 0,
         };
         match puller.store.load_trust() {
@@ -340,7 +343,7 @@ impl Puller {
         let bytes = match read_limited(path, self.trust.max_document_bytes) {
             Ok(bytes) => bytes,
             Err(ReadError::TooLarge(message)) => {
-                self.refuse(Rule::Size, message, events);
+                self.refuse(Rule::Size, message.clone(), message, events);
                 return;
             }
             Err(ReadError::Io(error)) => {
@@ -391,7 +394,7 @@ impl Puller {
                 }
             }
             Attempt::TooLarge(message) => {
-                self.refuse(Rule::Size, message, events);
+                self.refuse(Rule::Size, message.clone(), message, events);
                 self.backoff(None)
             }
             Attempt::Failed {
@@ -409,6 +412,7 @@ impl Puller {
     fn succeeded(&mut self) {
         self.failures = 0;
         self.last_failure = None;
+        self.last_refusal = None;
     }
 
     /// Full jitter: a random delay between zero and `BACKOFF_BASE × 2^failures`, capped; at
@@ -437,14 +441,29 @@ impl Puller {
         }
     }
 
-    fn refuse(&mut self, rule: Rule, message: String, events: &mut Vec<PullEvent>) {
+    /// Refuse a candidate. `candidate` identifies it (its digest, or the message when there
+    /// are no bytes): the same candidate refused by the same rule again, as a center that keeps
+    /// serving it causes at every poll, is one event, not one per poll.
+    fn refuse(
+        &mut self,
+        rule: Rule,
+        message: String,
+        candidate: String,
+        events: &mut Vec<PullEvent>,
+    ) {
+        self.view.record.last_result = format!("refused ({rule})");
+        let key = (rule, candidate);
+        if self.last_refusal.as_ref() == Some(&key) {
+            self.save_source();
+            return;
+        }
+        self.last_refusal = Some(key);
         warn!(url = %self.url, %rule, "desired document refused: {message}");
         let refusal = RefusalRecord {
             at: self.now(),
             rule: rule.as_str().to_owned(),
             message,
         };
-        self.view.record.last_result = format!("refused ({rule})");
         if let Err(error) = self.store.refuse_document(&refusal, &self.view.record) {
             warn!(%error, "cannot record the refusal");
         }
@@ -496,7 +515,7 @@ impl Puller {
         );
         let (accepted, new) = match decision {
             Decision::Refuse(refusal) => {
-                self.refuse(refusal.rule, refusal.message, events);
+                self.refuse(refusal.rule, refusal.message, trust::digest(bytes), events);
                 return false;
             }
             Decision::Apply(accepted) => (accepted, true),

@@ -186,6 +186,11 @@ async fn every_bad_document_is_refused_by_its_rule_and_nothing_changes() {
     // Every refusal is in the store, for `edgeroll get` after a restart.
     let refusals = rig.store.recent_refusals(100).unwrap();
     assert_eq!(refusals.len(), 10);
+    // The same refused document at the next poll is not a new event.
+    let round = rig.round().await;
+    assert!(round.refused.is_empty(), "{round:?}");
+    assert_eq!(round.last_result, "refused (size)");
+    assert_eq!(rig.store.recent_refusals(100).unwrap().len(), 10);
     // And the genuine next document is still taken.
     center.publish(&fine, Some(signer.sign(&fine)));
     assert_eq!(rig.round().await.applied, vec![(11, false)]);
