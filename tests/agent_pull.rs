@@ -179,3 +179,78 @@ impl SourceError for Site {
         }
     }
 }
+
+#[test]
+fn an_expired_document_keeps_running_and_is_shown_stale() {
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let pki = Pki::new();
+    let center = runtime.block_on(Center::start(&pki, false));
+    let signer = Signer::new();
+    let mut site = Site::start(SiteOptions::default());
+    site.terminate_agent();
+    let config = std::fs::read_to_string(&site.config).expect("config");
+    let config = config
+        .replace("site = \"test-site\"", "site = \"store-0042\"")
+        .lines()
+        .filter(|line| !line.starts_with("source = "))
+        .collect::<Vec<_>>()
+        .join("\n")
+        + &format!(
+            "\nsource = \"{}\"\npoll_interval = \"1s\"\ntrusted_keys = [\"{}\"]\nca_file = \"{}\"\n",
+            center.url(),
+            signer.public,
+            pki.ca_file.display()
+        );
+    std::fs::write(&site.config, config).expect("config");
+
+    // Expires a few seconds from now.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    let expires = edgeroll::time::Timestamp::from_millis(
+        u64::try_from((now + std::time::Duration::from_secs(6)).as_millis()).unwrap(),
+    );
+    site.write_desired("1.0.0", 0.0, "steps = []", 1);
+    let text = std::fs::read_to_string(&site.desired).expect("desired");
+    let bytes = text
+        .replacen(
+            "apiVersion = \"edgeroll/v1\"\n",
+            &format!(
+                "apiVersion = \"edgeroll/v1\"\nexpires = \"{}\"\n",
+                expires.rfc3339()
+            ),
+            1,
+        )
+        .into_bytes();
+    center.publish(&bytes, Some(signer.sign(&bytes)));
+    site.start_agent();
+    site.wait_for("1.0.0 healthy", |s| {
+        s["phase"] == "Healthy" && s["stable"]["version"] == "1.0.0"
+    });
+    let deadline = std::time::Instant::now() + common::WAIT;
+    loop {
+        let status = site_status(&site);
+        if status["source"]["stale"] == true {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{status:#}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let text = site.cli_ok(&["get"]);
+    assert!(text.contains("STALE: expired; it keeps running"), "{text}");
+    let web = site.status();
+    assert_eq!(web["phase"], "Healthy");
+    assert_eq!(web["stable"]["version"], "1.0.0");
+
+    // After a restart it still runs (from the persisted state), still shown stale.
+    site.terminate_agent();
+    site.start_agent();
+    let status = site_status(&site);
+    assert_eq!(status["source"]["stale"], true, "{status:#}");
+    site.wait_for("1.0.0 still healthy", |s| {
+        s["phase"] == "Healthy" && s["stable"]["version"] == "1.0.0"
+    });
+    assert!(site
+        .agent_log()
+        .contains("the desired document has expired: what runs keeps running"));
+}

@@ -452,10 +452,20 @@ pub fn summarize(events: Vec<PullEvent>, round: &mut Round) {
 
 impl Rig {
     pub fn start(dir: tempfile::TempDir, url: &str, desired_extra: &str) -> Rig {
+        Self::start_with_clock(dir, url, desired_extra, Clock::system())
+    }
+
+    /// As [`Rig::start`], with the site's clock starting at `clock`.
+    pub fn start_with_clock(
+        dir: tempfile::TempDir,
+        url: &str,
+        desired_extra: &str,
+        clock: Clock,
+    ) -> Rig {
         let config_path = write_config(dir.path(), url, desired_extra);
         let config = edgeroll::config::load(&config_path).expect("config");
         let store = Arc::new(Store::open(&config.state_dir).expect("store"));
-        let mut puller = Puller::new(&config, store.clone(), Clock::system());
+        let mut puller = Puller::new(&config, store.clone(), clock);
         let initial = puller.initial();
         let (sender, events) = mpsc::channel(64);
         let handle = puller.spawn(sender, CancellationToken::new());
