@@ -294,6 +294,10 @@ impl Puller {
 
     /// One round; returns how long to wait before the next.
     async fn poll(&mut self, forced: bool, events: &mut Vec<PullEvent>) -> Duration {
+        // A wake-up (SIGHUP) re-reads a CA or client key file that could not be loaded.
+        if forced && matches!(self.client, Some(Err(_))) {
+            self.client = None;
+        }
         let delay = match self.source.clone() {
             DesiredSource::None => FILE_POLL,
             DesiredSource::File(path) => {
