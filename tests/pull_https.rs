@@ -240,6 +240,20 @@ async fn a_center_that_hangs_resets_fails_or_sends_garbage_changes_nothing() {
             assert!(started.elapsed() < Duration::from_secs(5));
         }
     }
+    // Endless data: the body stops counting at the limit.
+    center.set_mode(Mode::Endless);
+    let round = rig.round().await;
+    assert_eq!(round.refused.len(), 1, "{round:?}");
+    assert_eq!(round.refused[0].0, "size");
+    assert!(
+        round.refused[0]
+            .1
+            .contains("sent more than the limit of 1048576 bytes"),
+        "{}",
+        round.refused[0].1
+    );
+    assert_eq!(rig.accepted_serial(), Some(5));
+
     center.set_mode(Mode::Garbage);
     let round = rig.round().await;
     assert_eq!(round.refused.len(), 1, "{round:?}");

@@ -20,7 +20,7 @@ use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -158,6 +158,8 @@ pub enum Mode {
     Status(u16, Option<String>),
     /// 200 with bytes that are no document, and a signature that is no signature.
     Garbage,
+    /// 200 with a chunked body that never ends (no Content-Length): endless data.
+    Endless,
 }
 
 /// One request the stand-in saw.
@@ -243,6 +245,24 @@ impl Center {
                             let _ = tcp.set_linger(Some(Duration::ZERO));
                             drop(tls);
                             return;
+                        }
+                        Mode::Endless => {
+                            let mut buffer = [0u8; 4096];
+                            let _ = tls.read(&mut buffer).await;
+                            let _ = tls
+                                .write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+                                .await;
+                            let chunk = format!("1000\r\n{}\r\n", "#".repeat(0x1000));
+                            loop {
+                                tokio::select! {
+                                    () = token.cancelled() => return,
+                                    written = tls.write_all(chunk.as_bytes()) => {
+                                        if written.is_err() {
+                                            return;
+                                        }
+                                    }
+                                }
+                            }
                         }
                         Mode::Hang => {
                             let mut buffer = [0u8; 4096];
