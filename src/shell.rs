@@ -35,6 +35,7 @@ use crate::api::ApiCommand;
 use crate::config::Config;
 use crate::metrics::ProxyMetrics;
 use crate::proxy::{Metrics, Pool, RouteTable};
+use crate::pull::{self, PullEvent, Puller};
 use crate::rollout::{self, Effect, Event, Rollout};
 use crate::runtime::{
     self, DesiredRevision, InstanceStatus, InstancesChanged, SupervisorConfig, SupervisorHandle,
@@ -50,8 +51,6 @@ const INPUT_CHANNEL_CAPACITY: usize = 256;
 const RECENT_EVENTS: usize = 20;
 /// Analysis runs shown per service.
 const RECENT_RUNS: usize = 5;
-/// How often a `file://` desired source is checked for changes.
-const DESIRED_FILE_POLL: Duration = Duration::from_secs(1);
 /// Delay before an analysis measurement that failed to be scheduled is retried.
 const ANALYSIS_IDLE_RECHECK: Duration = Duration::from_secs(1);
 
@@ -166,6 +165,9 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Agent,
         services: BTreeMap::new(),
         order: Vec::new(),
         document: None,
+        pull: None,
+        source: None,
+        site_events: VecDeque::new(),
         analysis_tasks: BTreeMap::new(),
         status_tx,
         proxy_metrics_tx,
@@ -181,10 +183,26 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Agent,
     for name in shell.order.clone() {
         shell.resume(&name);
     }
-    let mut watcher = desired::Watcher::new(config.desired.clone());
-    if let Some(document) = watcher.load() {
-        shell.apply_document(document, true).await?;
+    // Refusals survive a restart, so `edgeroll get` still says why a document was refused.
+    match shell.store.recent_refusals(RECENT_EVENTS) {
+        Ok(refusals) => {
+            for refusal in refusals {
+                shell.site_events.push_back(EventRecord {
+                    service: String::new(),
+                    at: refusal.at,
+                    kind: desired::DOCUMENT_REFUSED.to_owned(),
+                    message: format!("{}: {}", refusal.rule, refusal.message),
+                });
+            }
+        }
+        Err(error) => warn!(%error, "cannot read the refused documents"),
     }
+    let mut puller = Puller::new(&config, shell.store.clone(), clock);
+    for event in puller.initial() {
+        shell.pull_event(event, true).await?;
+    }
+    let (pull_tx, pull_rx) = mpsc::channel(INPUT_CHANNEL_CAPACITY);
+    shell.pull = Some(puller.spawn(pull_tx.clone(), shutdown.clone()));
 
     let api_listener =
         crate::api::bind_with_mode(&config.socket, config.socket_mode).map_err(|source| {
@@ -221,8 +239,10 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Agent,
         commands: commands_rx,
         internal: internal_rx,
         reload: reload_rx,
+        pull: pull_rx,
+        pull_tx,
     };
-    let task = tokio::spawn(async move { shell.run(inputs, watcher).await });
+    let task = tokio::spawn(async move { shell.run(inputs).await });
     Ok(Agent {
         status: status_rx,
         commands: commands_tx,
@@ -244,6 +264,9 @@ struct Inputs {
     commands: mpsc::Receiver<ApiCommand>,
     internal: mpsc::Receiver<Internal>,
     reload: mpsc::Receiver<()>,
+    pull: mpsc::Receiver<PullEvent>,
+    /// Handed to a new pull task when the desired settings change.
+    pull_tx: mpsc::Sender<PullEvent>,
 }
 
 /// One service and everything the shell keeps for it.
@@ -278,6 +301,12 @@ struct Shell {
     /// Service names in document order, for status.
     order: Vec<String>,
     document: Option<Arc<Document>>,
+    /// The pull task of the desired source.
+    pull: Option<pull::Handle>,
+    /// The desired source's status, as the pull last reported it.
+    source: Option<pull::SourceView>,
+    /// Site-level events (refused documents, failed pulls), oldest first.
+    site_events: VecDeque<EventRecord>,
     analysis_tasks: BTreeMap<String, CancellationToken>,
     status_tx: watch::Sender<Arc<Status>>,
     /// Each service's proxy counters, for `/metrics`.
@@ -287,11 +316,9 @@ struct Shell {
 }
 
 impl Shell {
-    async fn run(mut self, mut inputs: Inputs, mut watcher: desired::Watcher) {
+    async fn run(mut self, mut inputs: Inputs) {
         let mut hangup = desired::hangup_signal();
         let mut wedge = test_hooks::wedge_signal();
-        let mut poll = tokio::time::interval(DESIRED_FILE_POLL);
-        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // The keep-alive comes from this loop itself, so systemd restarts a loop that is wedged,
         // not only a process that died.
         let watchdog_period = crate::systemd::watchdog_interval();
@@ -314,15 +341,18 @@ impl Shell {
                 Some(internal) = inputs.internal.recv() => match internal {
                     Internal::AnalysisUpdated(run) => self.analysis_measured(*run),
                 },
-                Some(()) = inputs.reload.recv() => self.reload(&mut watcher, true).await,
+                Some(()) = inputs.reload.recv() => self.wake_pull(),
+                Some(event) = inputs.pull.recv() => {
+                    // Not starting: a document that cannot be applied is logged, not fatal.
+                    let _ = self.pull_event(event, false).await;
+                }
                 Some(()) = hangup.recv() => {
                     info!("SIGHUP: re-reading the config and the desired document");
-                    if let Some(source) = self.reload_config() {
-                        watcher = desired::Watcher::new(source);
+                    if self.reload_config() {
+                        self.restart_pull(&inputs.pull_tx).await;
                     }
-                    self.reload(&mut watcher, true).await;
+                    self.wake_pull();
                 }
-                _ = poll.tick() => self.reload(&mut watcher, false).await,
                 _ = watchdog.tick(), if watchdog_period.is_some() => crate::systemd::watchdog(),
                 Some(()) = wedge.recv() => test_hooks::wedge(),
                 () = sleep => self.deadlines_reached(),
@@ -361,6 +391,25 @@ impl Shell {
             }
         }
         info!("agent stopped; state is saved");
+    }
+
+    fn wake_pull(&self) {
+        if let Some(pull) = &self.pull {
+            pull.wake();
+        }
+    }
+
+    /// The desired settings changed: a new pull task with them (the store keeps what was
+    /// accepted, so the new one starts where the old one stopped).
+    async fn restart_pull(&mut self, events: &mpsc::Sender<PullEvent>) {
+        if let Some(old) = self.pull.take() {
+            old.stopped().await;
+        }
+        let mut puller = Puller::new(&self.config, self.store.clone(), self.clock);
+        for event in puller.initial() {
+            let _ = self.pull_event(event, false).await;
+        }
+        self.pull = Some(puller.spawn(events.clone(), self.shutdown.clone()));
     }
 
     fn next_deadline(&self) -> Option<crate::time::Timestamp> {
@@ -558,7 +607,9 @@ impl Shell {
             }
             !same
         });
-        let status = status::build(&self.config.site, &self.order, &self.services);
+        let mut status = status::build(&self.config.site, &self.order, &self.services);
+        status.source = status::source(self.source.as_ref());
+        status.events = status::events(&self.site_events);
         self.status_tx.send_if_modified(|current| {
             if **current == status {
                 false

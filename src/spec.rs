@@ -29,6 +29,10 @@ pub struct Document {
     pub serial: u64,
     /// Which sites apply the document (label → value); empty means every site.
     pub selector: BTreeMap<String, String>,
+    /// After this instant the document is stale: a site keeps running it but starts no new
+    /// rollout from it (`expires = "2026-12-31T00:00:00Z"`); `None` never expires.
+    #[serde(default)]
+    pub expires: Option<crate::time::Timestamp>,
     /// The services, in document order.
     pub services: Vec<ServiceSpec>,
     /// Analysis templates by name.
@@ -387,7 +391,9 @@ impl Document {
         self.services.iter().find(|service| service.name == name)
     }
 
-    /// Whether a site with these labels applies the document.
+    /// Whether a site with these labels applies the document, by labels alone. The agent
+    /// decides with `trust::selects`, where the key `site` matches the site's name as well:
+    /// use that one wherever the site's name is known.
     pub fn selects(&self, labels: &BTreeMap<String, String>) -> bool {
         self.selector
             .iter()

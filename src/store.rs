@@ -16,6 +16,7 @@
 
 mod lock;
 mod schema;
+pub mod trust;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};

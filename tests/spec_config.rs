@@ -63,6 +63,15 @@ fn an_empty_config_takes_every_default() {
             runtime: RuntimeKind::Process,
             desired: DesiredSource::None,
             poll_interval: Duration::from_secs(30),
+            desired_trust: config::DesiredTrust {
+                trusted_keys: Vec::new(),
+                allow_unsigned: false,
+                ca_file: None,
+                client_cert: None,
+                client_key: None,
+                max_document_bytes: 1024 * 1024,
+                timeout: Duration::from_secs(30),
+            },
             shutdown_grace: Duration::from_secs(10),
             stop_grace: Duration::from_secs(10),
             log_max_bytes: 1024 * 1024,
@@ -174,7 +183,7 @@ sokcet = "/tmp/x.sock"
 kind = "docker"
 log_max_bytes = 0
 [desired]
-source = "https://hub.example.com/desired"
+source = "ftp://hub.example.com/desired"
 "#,
     );
     dir.drop_in(
@@ -190,7 +199,7 @@ source = "https://hub.example.com/desired"
         DIR/edgeroll.toml:3:1: agent.sokcet: unknown field, did you mean `socket`?
         DIR/edgeroll.toml:5:8: runtime.kind: runtime `docker` is not supported yet
         DIR/edgeroll.toml:6:17: runtime.log_max_bytes: 0 is less than 1
-        DIR/edgeroll.toml:8:10: desired.source: https sources are not supported yet
+        DIR/edgeroll.toml:8:10: desired.source: unsupported source `ftp://`, expected https://…, file:///path or an absolute path
         DIR/edgeroll.d/10-a.toml:2:14: runtime.stop_grace: duration `-1s` must be positive
         DIR/edgeroll.d/10-a.toml:3:2: extra: unknown field, expected one of `agent`, `runtime`, `desired`, `metrics`
         DIR/edgeroll.d/20-b.toml:2:17: desired.poll_interval: expected a duration (seconds or a string such as "30s"), found a boolean
@@ -225,7 +234,7 @@ fn other_desired_sources_and_section_types() {
     let dir =
         ConfigDir::new("[desired]\nsource = \"s3://bucket/x\"\n[runtime]\nkind = \"podman\"\n");
     dir.check_errors(expect![[r#"
-        DIR/edgeroll.toml:2:10: desired.source: unsupported source `s3://`, expected file:///path or an absolute path
+        DIR/edgeroll.toml:2:10: desired.source: unsupported source `s3://`, expected https://…, file:///path or an absolute path
         DIR/edgeroll.toml:4:8: runtime.kind: unknown runtime `podman`, expected process, docker or containerd
     "#]]);
 }
@@ -269,5 +278,72 @@ fn metrics_listen_is_an_address_with_a_port() {
     dir.check_errors(expect![[r#"
         DIR/edgeroll.toml:2:10: metrics.listen: "localhost" is not an address with a port, such as "127.0.0.1:9469"
         DIR/edgeroll.toml:3:1: metrics.rule_files: unknown field, expected one of `listen`
+    "#]]);
+}
+
+#[test]
+fn the_desired_trust_settings_take_keys_inline_or_from_pub_files() {
+    let pair = minisign::KeyPair::generate_unencrypted_keypair().unwrap();
+    let other = minisign::KeyPair::generate_unencrypted_keypair().unwrap();
+    let dir = ConfigDir::new(&format!(
+        r#"[agent]
+site = "store-0042"
+[desired]
+source = "https://hub.example.com/v1/sites/{{site}}/desired"
+poll_interval = "10s"
+trusted_keys = ["{inline}", "keys/next.pub"]
+allow_unsigned = false
+ca_file = "ca.pem"
+client_cert = "/etc/edgeroll/site.crt"
+client_key = "/etc/edgeroll/site.key"
+max_document_bytes = 65536
+timeout = "5s"
+"#,
+        inline = pair.pk.to_base64()
+    ));
+    std::fs::create_dir_all(dir.dir.path().join("keys")).unwrap();
+    std::fs::write(
+        dir.dir.path().join("keys/next.pub"),
+        format!(
+            "untrusted comment: minisign public key\n{}\n",
+            other.pk.to_base64()
+        ),
+    )
+    .unwrap();
+    let config = dir.load().unwrap();
+    assert_eq!(
+        config.desired,
+        DesiredSource::Https("https://hub.example.com/v1/sites/{site}/desired".to_owned())
+    );
+    let trust = &config.desired_trust;
+    assert_eq!(
+        trust.trusted_keys,
+        vec![pair.pk.to_base64(), other.pk.to_base64()]
+    );
+    assert_eq!(trust.ca_file, Some(dir.dir.path().join("ca.pem")));
+    assert_eq!(
+        trust.client_key,
+        Some(PathBuf::from("/etc/edgeroll/site.key"))
+    );
+    assert_eq!(trust.max_document_bytes, 65536);
+    assert_eq!(trust.timeout, Duration::from_secs(5));
+}
+
+#[test]
+fn bad_desired_trust_settings_are_reported_at_their_position() {
+    let dir = ConfigDir::new(
+        r#"[desired]
+source = "https://"
+trusted_keys = ["RWQnot-a-key", 3]
+client_cert = "site.crt"
+allow_unsigned = "yes"
+"#,
+    );
+    dir.check_errors(expect![[r#"
+        DIR/edgeroll.toml:2:10: desired.source: "https://" is not a valid https:// URL
+        DIR/edgeroll.toml:3:17: desired.trusted_keys[0]: "RWQnot-a-key" is neither a minisign public key nor a readable .pub file (DIR/RWQnot-a-key: No such file or directory (os error 2))
+        DIR/edgeroll.toml:3:33: desired.trusted_keys[1]: expected a string, found an integer
+        DIR/edgeroll.toml:4:15: desired.client_cert: mutual TLS needs both: set desired.client_key too
+        DIR/edgeroll.toml:5:18: desired.allow_unsigned: expected a boolean, found a string
     "#]]);
 }

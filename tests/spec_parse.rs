@@ -503,3 +503,44 @@ fn empty_document_needs_only_an_api_version() {
     assert!(document.services.is_empty());
     assert_eq!(document.serial, 0);
 }
+
+#[test]
+fn expires_is_an_rfc3339_time_quoted_or_a_toml_datetime() {
+    let quoted = parse_document(
+        Path::new("doc.toml"),
+        "apiVersion = \"edgeroll/v1\"\nexpires = \"2026-12-31T00:00:00Z\"\n",
+    )
+    .unwrap();
+    let bare = parse_document(
+        Path::new("doc.toml"),
+        "apiVersion = \"edgeroll/v1\"\nexpires = 2026-12-31T00:00:00Z\n",
+    )
+    .unwrap();
+    let json = parse_document(
+        Path::new("doc.json"),
+        r#"{"apiVersion": "edgeroll/v1", "expires": "2026-12-31T00:00:00Z"}"#,
+    )
+    .unwrap();
+    let expected = edgeroll::time::Timestamp::from_millis(1_798_675_200_000);
+    assert_eq!(quoted.expires, Some(expected));
+    assert_eq!(bare.expires, Some(expected));
+    assert_eq!(json.expires, Some(expected));
+    let none = parse_document(Path::new("doc.toml"), "apiVersion = \"edgeroll/v1\"\n").unwrap();
+    assert_eq!(none.expires, None);
+}
+
+#[test]
+fn a_bad_expiry_is_reported_at_its_position() {
+    check(
+        "apiVersion = \"edgeroll/v1\"\nexpires = \"next tuesday\"\n",
+        expect![[r#"
+            doc.toml:2:11: expires: "next tuesday" is not an RFC 3339 time in UTC such as "2026-12-31T00:00:00Z"
+        "#]],
+    );
+    check(
+        "apiVersion = \"edgeroll/v1\"\nexpires = 17\n",
+        expect![[r#"
+            doc.toml:2:11: expires: expected a string, found an integer
+        "#]],
+    );
+}

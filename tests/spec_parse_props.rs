@@ -354,6 +354,7 @@ fn document() -> impl Strategy<Value = Built<Document>> {
             let expected = Document {
                 serial: serial.unwrap_or(0),
                 selector,
+                expires: None,
                 services: services.into_iter().map(|(service, _)| service).collect(),
                 analysis_templates: templates
                     .into_iter()

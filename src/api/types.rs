@@ -18,6 +18,37 @@ pub struct Status {
     pub site: String,
     /// One entry per service, in document order.
     pub services: Vec<ServiceStatus>,
+    /// The desired source; null when none is configured.
+    #[serde(default)]
+    pub source: Option<SourceStatus>,
+    /// Site-level events (`DocumentRefused`, `DocumentPullFailed`), oldest first.
+    #[serde(default)]
+    pub events: Vec<Event>,
+}
+
+/// The desired source: where the document comes from and what the last pull gave.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SourceStatus {
+    /// `https://…` (with `{site}` replaced) or `file:///…`.
+    pub url: String,
+    /// When the source was last tried (RFC 3339).
+    pub last_attempt: Option<String>,
+    /// What it gave: `applied serial 5`, `not modified (serial 5)`, `refused (serial)`,
+    /// `error: …`.
+    pub last_result: String,
+    /// When it last answered with a verified or unchanged document (RFC 3339).
+    pub last_success: Option<String>,
+    /// The highest serial the site accepted.
+    pub serial: Option<u64>,
+    /// The ETag sent back as `If-None-Match`.
+    pub etag: Option<String>,
+    /// The id of the key that signed the running document; null when unsigned.
+    pub key_id: Option<String>,
+    /// The running document's expiry (RFC 3339).
+    pub expires: Option<String>,
+    /// Whether it has expired: it keeps running, and no new rollout starts from it.
+    pub stale: bool,
 }
 
 /// One service.

@@ -6,7 +6,7 @@
 
 use std::fmt::Write as _;
 
-use crate::api::types::{AnalysisRun, Instance, ServiceStatus, Status};
+use crate::api::types::{AnalysisRun, Event, Instance, ServiceStatus, SourceStatus, Status};
 
 /// Width of the label column of the summary (`Name:`, `Status:`, …).
 const LABEL_WIDTH: usize = 17;
@@ -21,6 +21,12 @@ const MEASUREMENTS_SHOWN: usize = 3;
 pub fn render_text(status: &Status) -> String {
     let mut text = String::new();
     push_field(&mut text, "Site:", &status.site);
+    if let Some(source) = &status.source {
+        push_source(&mut text, source);
+    }
+    if !status.events.is_empty() {
+        push_event_list(&mut text, "Site events:", &status.events);
+    }
     if status.services.is_empty() {
         text.push_str("\nNo services: no desired document for this site has been applied yet.\n");
     }
@@ -408,15 +414,56 @@ fn pad(text: &str, width: usize) -> String {
     format!("{text}{}", " ".repeat(fill))
 }
 
+/// The desired source: where the document comes from and what the last pull gave.
+fn push_source(text: &mut String, source: &SourceStatus) {
+    let or_dash = |value: &Option<String>| value.clone().unwrap_or_else(|| "-".to_owned());
+    push_field(text, "Source:", &source.url);
+    push_field(
+        text,
+        "  Last attempt:",
+        &format!("{}  {}", or_dash(&source.last_attempt), source.last_result),
+    );
+    push_field(text, "  Last success:", &or_dash(&source.last_success));
+    push_field(
+        text,
+        "  Serial:",
+        &source
+            .serial
+            .map_or_else(|| "-".to_owned(), |serial| serial.to_string()),
+    );
+    push_field(text, "  ETag:", &or_dash(&source.etag));
+    push_field(
+        text,
+        "  Signed by:",
+        &source
+            .key_id
+            .as_ref()
+            .map_or_else(|| "unsigned".to_owned(), |key| format!("key {key}")),
+    );
+    let expires = match (&source.expires, source.stale) {
+        (Some(at), true) => {
+            format!("{at}  STALE: expired; it keeps running, no new rollout starts")
+        }
+        (Some(at), false) => at.clone(),
+        (None, _) => "never".to_owned(),
+    };
+    push_field(text, "  Expires:", &expires);
+}
+
 /// The latest events, oldest first.
 fn push_events(text: &mut String, service: &ServiceStatus) {
-    if service.events.is_empty() {
+    push_event_list(text, "Events:", &service.events);
+}
+
+/// The latest of `events` under `title`, oldest first.
+fn push_event_list(text: &mut String, title: &str, events: &[Event]) {
+    if events.is_empty() {
         return;
     }
-    let skip = service.events.len().saturating_sub(EVENTS_SHOWN);
-    let shown = &service.events[skip..];
+    let skip = events.len().saturating_sub(EVENTS_SHOWN);
+    let shown = &events[skip..];
     let kind_width = shown.iter().map(|e| e.kind.len()).max().unwrap_or(0);
-    text.push_str("\nEvents:\n");
+    let _ = writeln!(text, "\n{title}");
     for event in shown {
         let _ = writeln!(
             text,

@@ -1,7 +1,9 @@
 //! `edgeroll validate`: check the agent config and desired documents offline.
 //!
-//! Runs exactly the parsers the agent runs (`config::load`, `spec::parse::load_document`) and
-//! prints what they found; it must never have validation rules of its own.
+//! Runs exactly the parsers the agent runs (`config::load`, `spec::parse::load_document`) and,
+//! when the config pins keys, the agent's trust rules (`trust::judge`) on the config's document
+//! and its `.minisig`, and prints what they found; it must never have validation rules of its
+//! own.
 
 use std::path::Path;
 
@@ -29,6 +31,9 @@ pub(crate) fn validate(
                 if documents.is_empty() {
                     if let DesiredSource::File(desired) = &config.desired {
                         check_document(desired, &mut problems, &mut accepted);
+                        if !config.desired_trust.trusted_keys.is_empty() {
+                            check_signature(&config, desired, &mut problems, &mut accepted);
+                        }
                     }
                 }
             }
@@ -64,6 +69,72 @@ fn check_document(path: &Path, problems: &mut Vec<String>, accepted: &mut Vec<St
             ));
         }
         Err(diagnostics) => problems.extend(diagnostic_lines(path, &diagnostics)),
+    }
+}
+
+/// Judge the config's signed file source as the agent would (without the store: the serial
+/// rule needs the site's history, so it is not checked here).
+fn check_signature(
+    config: &crate::config::Config,
+    path: &Path,
+    problems: &mut Vec<String>,
+    accepted: &mut Vec<String>,
+) {
+    let Ok(bytes) = std::fs::read(path) else {
+        return; // `check_document` has reported it.
+    };
+    let signature_path = crate::pull::signature_path(path);
+    let signature = std::fs::read_to_string(&signature_path).ok();
+    let text = String::from_utf8_lossy(&bytes);
+    let parsed = crate::spec::parse::parse_document(path, &text).map_err(|diagnostics| {
+        diagnostics
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ")
+    });
+    let keys: Vec<crate::wire::signature::TrustedKey> = config
+        .desired_trust
+        .trusted_keys
+        .iter()
+        .filter_map(|key| crate::wire::signature::TrustedKey::parse(key).ok())
+        .collect();
+    let decision = crate::trust::judge(
+        crate::trust::Candidate {
+            bytes: &bytes,
+            signature: signature.as_deref(),
+            document: parsed.as_ref().map_err(String::as_str),
+        },
+        crate::trust::Policy {
+            trusted_keys: &keys,
+            allow_unsigned: config.desired_trust.allow_unsigned,
+            kind: crate::trust::SourceKind::File,
+            max_bytes: usize::try_from(config.desired_trust.max_document_bytes)
+                .unwrap_or(usize::MAX),
+        },
+        crate::trust::Site {
+            name: &config.site,
+            labels: &config.labels,
+        },
+        &crate::trust::TrustState::default(),
+        crate::shell::Clock::system().now(),
+    );
+    match decision {
+        crate::trust::Decision::Apply(verdict) | crate::trust::Decision::NoOp(verdict) => {
+            accepted.push(format!(
+                "{}: signature ok (key {})",
+                signature_path.display(),
+                verdict.key_id.unwrap_or_default()
+            ));
+        }
+        // `check_document` has reported every problem of an invalid document.
+        crate::trust::Decision::Refuse(refusal) if refusal.rule == crate::trust::Rule::Invalid => {}
+        crate::trust::Decision::Refuse(refusal) => problems.push(format!(
+            "{}:1:1: refused ({}): {}",
+            path.display(),
+            refusal.rule,
+            refusal.message
+        )),
     }
 }
 

@@ -57,6 +57,8 @@ fn sources(services: Vec<ServiceStatus>, proxies: ProxyMetrics) -> Sources {
         api_version: "edgeroll/v1".to_owned(),
         site: "store-\"0042\"".to_owned(),
         services,
+        source: None,
+        events: Vec::new(),
     };
     // The senders may go: a receiver keeps the last value.
     Sources {

@@ -1,68 +1,73 @@
-//! Where the desired document comes from: a `file://` source, re-read when it changes and on SIGHUP.
+//! What the shell does with what the pull (`crate::pull`) tells it, and the SIGHUP signal.
 //!
-//! This module only reads and validates; an invalid document is reported (every problem, with file,
-//! line and column) and changes nothing that runs: the last valid document stays in force.
-
-use std::path::PathBuf;
-use std::time::SystemTime;
+//! The pull has already judged and recorded every document: this module only applies an
+//! accepted one (a stale one keeps what runs and starts nothing new), keeps the refusals and
+//! pull failures as site events, and keeps the source's status for `edgeroll get`.
 
 use tokio::sync::mpsc;
 use tracing::{error, warn};
 
-use crate::config::DesiredSource;
-use crate::spec::{parse, Document};
+use super::{Error, Shell, RECENT_EVENTS};
+use crate::pull::PullEvent;
+use crate::store::EventRecord;
 
-/// Watches the desired source for changes.
-#[derive(Debug)]
-pub(super) struct Watcher {
-    source: DesiredSource,
-    /// Modification time and length of the file last read, to notice changes cheaply.
-    seen: Option<(Option<SystemTime>, u64)>,
-}
+/// The kind of the site event of a refused document.
+pub(super) const DOCUMENT_REFUSED: &str = "DocumentRefused";
+/// The kind of the site event of a failed pull.
+pub(super) const DOCUMENT_PULL_FAILED: &str = "DocumentPullFailed";
 
-impl Watcher {
-    pub(super) fn new(source: DesiredSource) -> Self {
-        Watcher { source, seen: None }
-    }
-
-    fn path(&self) -> Option<&PathBuf> {
-        match &self.source {
-            DesiredSource::File(path) => Some(path),
-            DesiredSource::None => None,
-        }
-    }
-
-    fn fingerprint(&self) -> Option<(Option<SystemTime>, u64)> {
-        let metadata = std::fs::metadata(self.path()?).ok()?;
-        Some((metadata.modified().ok(), metadata.len()))
-    }
-
-    /// Read and validate the document now; `None` when there is none or it is invalid.
-    pub(super) fn load(&mut self) -> Option<Document> {
-        let path = self.path()?.clone();
-        self.seen = self.fingerprint();
-        match parse::load_document(&path) {
-            Ok(document) => Some(document),
-            Err(diagnostics) => {
-                for diagnostic in &diagnostics {
-                    error!("{diagnostic}");
+impl Shell {
+    /// Handle one event of the pull; `starting` makes a document that cannot be applied an
+    /// error (the agent does not start half-configured).
+    pub(super) async fn pull_event(
+        &mut self,
+        event: PullEvent,
+        starting: bool,
+    ) -> Result<(), Error> {
+        match event {
+            PullEvent::Apply { document, stale } => {
+                if stale {
+                    warn!(
+                        serial = document.serial,
+                        "the desired document has expired: what runs keeps running, and no new rollout starts from it"
+                    );
+                    if self.document.is_none() {
+                        self.document = Some(std::sync::Arc::new(*document));
+                    }
+                    return Ok(());
                 }
-                warn!(
-                    path = %path.display(),
-                    errors = diagnostics.len(),
-                    "the desired document is invalid; keeping the last valid one"
-                );
-                None
+                match self.apply_document(*document, starting).await {
+                    Err(error) if !starting => {
+                        error!(%error, "cannot apply the desired document");
+                    }
+                    other => other?,
+                }
             }
+            PullEvent::Refused(refusal) => {
+                self.site_event(
+                    DOCUMENT_REFUSED.to_owned(),
+                    refusal.at,
+                    format!("{}: {}", refusal.rule, refusal.message),
+                );
+            }
+            PullEvent::Failed(failure) => {
+                self.site_event(DOCUMENT_PULL_FAILED.to_owned(), failure.at, failure.message);
+            }
+            PullEvent::Source(view) => self.source = Some(*view),
         }
+        Ok(())
     }
 
-    /// Read the document only if the file changed since the last read.
-    pub(super) fn load_if_changed(&mut self) -> Option<Document> {
-        if self.path().is_none() || self.fingerprint() == self.seen {
-            return None;
+    fn site_event(&mut self, kind: String, at: crate::time::Timestamp, message: String) {
+        self.site_events.push_back(EventRecord {
+            service: String::new(),
+            at,
+            kind,
+            message,
+        });
+        while self.site_events.len() > RECENT_EVENTS {
+            self.site_events.pop_front();
         }
-        self.load()
     }
 }
 

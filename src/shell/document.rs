@@ -5,17 +5,19 @@
 use tracing::{error, info, warn};
 
 use super::listeners::{bind_listener, preview_listen, spawn_proxy};
-use super::{desired, Error, Shell};
+use super::{Error, Shell};
 use crate::rollout::{Event, Rollout};
 use crate::spec::{Document, ServiceSpec};
 use std::sync::Arc;
 
 impl Shell {
     /// Re-read the config files (SIGHUP). Settings the running agent can take are applied; the
-    /// others are reported as needing a restart. An invalid config changes nothing. Returns the
-    /// desired source when it changed.
-    pub(super) fn reload_config(&mut self) -> Option<crate::config::DesiredSource> {
-        let path = self.config.files.first()?.clone();
+    /// others are reported as needing a restart. An invalid config changes nothing. Returns
+    /// whether the pull's settings (site, labels, source, trust) changed.
+    pub(super) fn reload_config(&mut self) -> bool {
+        let Some(path) = self.config.files.first().cloned() else {
+            return false;
+        };
         let new = match crate::config::load(&path) {
             Ok(config) => config,
             Err(diagnostics) => {
@@ -26,7 +28,7 @@ impl Shell {
                     errors = diagnostics.len(),
                     "the config is invalid; keeping the running one"
                 );
-                return None;
+                return false;
             }
         };
         let old = &self.config;
@@ -53,46 +55,31 @@ impl Shell {
         if !needs_restart.is_empty() {
             warn!(keys = %needs_restart.join(", "), "changed settings take effect after a restart");
         }
-        let source_changed = old.desired != new.desired;
+        let source_changed = old.desired != new.desired
+            || old.desired_trust != new.desired_trust
+            || old.poll_interval != new.poll_interval
+            || old.site != new.site
+            || old.labels != new.labels;
         // What the running agent takes at once: identity and labels (a document may now select
         // this site or no longer), the desired source, and the drain grace of new listeners.
         self.config.site = new.site;
         self.config.labels = new.labels;
         self.config.desired = new.desired;
+        self.config.desired_trust = new.desired_trust;
         self.config.poll_interval = new.poll_interval;
         self.config.shutdown_grace = new.shutdown_grace;
         self.config.files = new.files;
         info!(site = %self.config.site, "config reloaded");
-        source_changed.then(|| self.config.desired.clone())
+        source_changed
     }
 
-    /// Re-read the desired source; `forced` re-reads even when the file did not change.
-    pub(super) async fn reload(&mut self, watcher: &mut desired::Watcher, forced: bool) {
-        let changed = if forced {
-            watcher.load()
-        } else {
-            watcher.load_if_changed()
-        };
-        if let Some(document) = changed {
-            if let Err(error) = self.apply_document(document, false).await {
-                error!(%error, "cannot apply the desired document");
-            }
-        }
-    }
-
-    /// Apply a (valid) desired document: new services, changed specs, removed services.
+    /// Apply a desired document the pull accepted (valid, and selecting this site): new
+    /// services, changed specs, removed services.
     pub(super) async fn apply_document(
         &mut self,
         document: Document,
         starting: bool,
     ) -> Result<(), Error> {
-        if !document.selects(&self.config.labels) {
-            info!(
-                serial = document.serial,
-                "the desired document does not select this site; ignoring it"
-            );
-            return Ok(());
-        }
         info!(
             serial = document.serial,
             services = document.services.len(),

@@ -9,6 +9,7 @@ use crate::api::types::{self, Status, STATUS_API_VERSION};
 use crate::rollout::{Completion, Phase};
 
 use super::ServiceSlot;
+use crate::store::EventRecord;
 
 /// The status of an agent with no services yet.
 pub(super) fn empty(site: &str) -> Status {
@@ -16,7 +17,41 @@ pub(super) fn empty(site: &str) -> Status {
         api_version: STATUS_API_VERSION.to_owned(),
         site: site.to_owned(),
         services: Vec::new(),
+        source: None,
+        events: Vec::new(),
     }
+}
+
+/// The desired source's status.
+pub(super) fn source(view: Option<&crate::pull::SourceView>) -> Option<types::SourceStatus> {
+    let view = view?;
+    let record = &view.record;
+    if record.url.is_empty() {
+        return None;
+    }
+    Some(types::SourceStatus {
+        url: record.url.clone(),
+        last_attempt: record.last_attempt.map(|at| at.rfc3339()),
+        last_result: record.last_result.clone(),
+        last_success: record.last_success.map(|at| at.rfc3339()),
+        serial: view.serial,
+        etag: record.etag.clone(),
+        key_id: record.key_id.clone(),
+        expires: record.expires.map(|at| at.rfc3339()),
+        stale: record.stale,
+    })
+}
+
+/// Site-level events, oldest first.
+pub(super) fn events(events: &std::collections::VecDeque<EventRecord>) -> Vec<types::Event> {
+    events
+        .iter()
+        .map(|event| types::Event {
+            at: event.at.rfc3339(),
+            kind: event.kind.clone(),
+            message: event.message.clone(),
+        })
+        .collect()
 }
 
 /// One line for `systemctl status`, e.g. `2 services: web Paused step 2/5 canary 10%; api Healthy`.
@@ -67,6 +102,8 @@ pub(super) fn build(
             .into_iter()
             .filter_map(|name| services.get(name).map(service))
             .collect(),
+        source: None,
+        events: Vec::new(),
     }
 }
 

@@ -44,6 +44,27 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX analysis_runs_by_service ON analysis_runs (service, seq);
     ",
+    // Version 3 (the pull; the outbox's version 2 comes before it): what the site trusts
+    // about its desired document (one row, owned by `store::trust`) and the documents it
+    // refused.
+    "
+    CREATE TABLE trust (
+        id             INTEGER PRIMARY KEY NOT NULL CHECK (id = 1),
+        highest_serial INTEGER,
+        digest         TEXT,
+        document       BLOB,
+        signature      TEXT,
+        clock_floor    INTEGER NOT NULL DEFAULT 0,
+        source         TEXT NOT NULL DEFAULT '{}'
+    );
+    INSERT INTO trust (id) VALUES (1);
+    CREATE TABLE document_refusals (
+        seq     INTEGER PRIMARY KEY AUTOINCREMENT,
+        at      INTEGER NOT NULL,
+        rule    TEXT NOT NULL,
+        message TEXT NOT NULL
+    );
+    ",
 ];
 
 /// The schema version this binary writes and understands.

@@ -71,6 +71,8 @@ pub fn sample_status() -> Status {
             revisions: Vec::new(),
             events: Vec::new(),
         }],
+        source: None,
+        events: Vec::new(),
     }
 }
 

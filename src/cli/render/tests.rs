@@ -184,6 +184,8 @@ fn paused_canary_with_analysis() {
         api_version: "edgeroll/v1".to_owned(),
         site: "store-0042".to_owned(),
         services: vec![paused_canary()],
+        source: None,
+        events: Vec::new(),
     };
     expect![[r#"
         Site:            store-0042
@@ -276,9 +278,52 @@ fn a_site_without_services() {
         api_version: "edgeroll/v1".to_owned(),
         site: "store-0042".to_owned(),
         services: Vec::new(),
+        source: None,
+        events: Vec::new(),
     };
     expect![[r#"
         Site:            store-0042
+
+        No services: no desired document for this site has been applied yet.
+    "#]]
+    .assert_eq(&render_text(&status));
+}
+
+#[test]
+fn a_site_with_a_pulled_source_and_a_refused_document() {
+    let status = Status {
+        api_version: "edgeroll/v1".to_owned(),
+        site: "store-0042".to_owned(),
+        services: Vec::new(),
+        source: Some(crate::api::types::SourceStatus {
+            url: "https://hub.example.com/v1/sites/store-0042/desired".to_owned(),
+            last_attempt: Some("2026-12-01T10:00:30Z".to_owned()),
+            last_result: "refused (serial)".to_owned(),
+            last_success: Some("2026-12-01T10:00:00Z".to_owned()),
+            serial: Some(17),
+            etag: Some("\"5f2a\"".to_owned()),
+            key_id: Some("83303453515607F4".to_owned()),
+            expires: Some("2026-12-31T00:00:00Z".to_owned()),
+            stale: false,
+        }),
+        events: vec![crate::api::types::Event {
+            at: "2026-12-01T10:00:30Z".to_owned(),
+            kind: "DocumentRefused".to_owned(),
+            message: "serial: serial 16 is older than serial 17, which this site already accepted (a replay or a rollback)".to_owned(),
+        }],
+    };
+    expect![[r#"
+        Site:            store-0042
+        Source:          https://hub.example.com/v1/sites/store-0042/desired
+          Last attempt:  2026-12-01T10:00:30Z  refused (serial)
+          Last success:  2026-12-01T10:00:00Z
+          Serial:        17
+          ETag:          "5f2a"
+          Signed by:     key 83303453515607F4
+          Expires:       2026-12-31T00:00:00Z
+
+        Site events:
+          2026-12-01T10:00:30Z  DocumentRefused  serial: serial 16 is older than serial 17, which this site already accepted (a replay or a rollback)
 
         No services: no desired document for this site has been applied yet.
     "#]]
