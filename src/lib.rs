@@ -13,6 +13,7 @@ pub mod demo;
 pub mod diag;
 pub mod provider;
 pub mod proxy;
+pub mod report;
 pub mod rollout;
 pub mod runtime;
 pub mod sample_app;

@@ -78,6 +78,9 @@ pub enum Error {
         /// Why.
         source: std::io::Error,
     },
+    /// The report sender could not start.
+    #[error("cannot start the report sender: {0}")]
+    Reports(#[from] crate::report::SenderError),
     /// The loop task ended abnormally.
     #[error("the agent's event loop stopped: {0}")]
     Loop(String),
@@ -137,6 +140,8 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Agent,
     let (commands_tx, commands_rx) = mpsc::channel(INPUT_CHANNEL_CAPACITY);
     let (internal_tx, internal_rx) = mpsc::channel(INPUT_CHANNEL_CAPACITY);
     let (reload_tx, reload_rx) = mpsc::channel(1);
+    let sender = crate::report::spawn(&config, store.clone(), clock, shutdown.child_token())?;
+    let reports_rx = sender.map(|sender| sender.status);
 
     let mut shell = Shell {
         config: config.clone(),
@@ -147,6 +152,8 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Agent,
         order: Vec::new(),
         document: None,
         analysis_tasks: BTreeMap::new(),
+        reporting: crate::report::Reporting::new(&config),
+        reports: reports_rx.clone(),
         status_tx,
         internal_tx,
         shutdown: shutdown.clone(),
@@ -186,6 +193,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Agent,
         commands: commands_rx,
         internal: internal_rx,
         reload: reload_rx,
+        reports: reports_rx,
     };
     let task = tokio::spawn(async move { shell.run(inputs, watcher).await });
     Ok(Agent {
@@ -209,6 +217,8 @@ struct Inputs {
     commands: mpsc::Receiver<ApiCommand>,
     internal: mpsc::Receiver<Internal>,
     reload: mpsc::Receiver<()>,
+    /// The report outbox's status, from the sender task.
+    reports: Option<watch::Receiver<Option<crate::api::types::ReportsStatus>>>,
 }
 
 /// One service and everything the shell keeps for it.
@@ -244,6 +254,10 @@ struct Shell {
     order: Vec<String>,
     document: Option<Arc<Document>>,
     analysis_tasks: BTreeMap<String, CancellationToken>,
+    /// Which reports state changes make (none without `[reports]`).
+    reporting: crate::report::Reporting,
+    /// The report outbox's status, shown by `edgeroll get`.
+    reports: Option<watch::Receiver<Option<crate::api::types::ReportsStatus>>>,
     status_tx: watch::Sender<Arc<Status>>,
     internal_tx: mpsc::Sender<Internal>,
     shutdown: CancellationToken,
@@ -288,6 +302,7 @@ impl Shell {
                 _ = poll.tick() => self.reload(&mut watcher, false).await,
                 _ = watchdog.tick(), if watchdog_period.is_some() => crate::systemd::watchdog(),
                 Some(()) = wedge.recv() => test_hooks::wedge(),
+                Ok(()) = reports_changed(&mut inputs.reports) => {}
                 () = sleep => self.deadlines_reached(),
             }
             self.publish_status();
@@ -409,7 +424,12 @@ impl Shell {
             })
             .collect();
         if next != slot.rollout || !records.is_empty() {
-            if let Err(error) = self.store.save_rollout(name, &next, &records) {
+            let serial = self.document.as_ref().map(|document| document.serial);
+            let reports = self.reporting.for_rollout(&records, &next, serial);
+            if let Err(error) = self
+                .store
+                .save_rollout_reporting(name, &next, &records, &reports)
+            {
                 // Not saved means not applied: effects of an unsaved state could not be replayed.
                 error!(service = %name, %error, "cannot save the rollout state; the change is not applied");
                 return Some(Err(format!("the state could not be saved: {error}")));
@@ -503,7 +523,11 @@ impl Shell {
     }
 
     fn publish_status(&self) {
-        let status = status::build(&self.config.site, &self.order, &self.services);
+        let mut status = status::build(&self.config.site, &self.order, &self.services);
+        status.reports = self
+            .reports
+            .as_ref()
+            .and_then(|reports| reports.borrow().clone());
         self.status_tx.send_if_modified(|current| {
             if **current == status {
                 false
@@ -512,5 +536,15 @@ impl Shell {
                 true
             }
         });
+    }
+}
+
+/// Resolves when the report outbox's status changed (never without a sender).
+async fn reports_changed(
+    reports: &mut Option<watch::Receiver<Option<crate::api::types::ReportsStatus>>>,
+) -> Result<(), watch::error::RecvError> {
+    match reports {
+        Some(reports) => reports.changed().await,
+        None => std::future::pending().await,
     }
 }

@@ -5,7 +5,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use edgeroll::config::{self, Config, DesiredSource, RuntimeKind};
+use edgeroll::config::{self, Config, DesiredSource, ReportsUrl, RuntimeKind};
 use expect_test::{expect, Expect};
 
 /// A config directory with `edgeroll.toml` and, optionally, drop-ins.
@@ -66,6 +66,7 @@ fn an_empty_config_takes_every_default() {
             shutdown_grace: Duration::from_secs(10),
             stop_grace: Duration::from_secs(10),
             log_max_bytes: 1024 * 1024,
+            reports: None,
             files: vec![dir.path()],
         }
     );
@@ -191,7 +192,7 @@ source = "https://hub.example.com/desired"
         DIR/edgeroll.toml:6:17: runtime.log_max_bytes: 0 is less than 1
         DIR/edgeroll.toml:8:10: desired.source: https sources are not supported yet
         DIR/edgeroll.d/10-a.toml:2:14: runtime.stop_grace: duration `-1s` must be positive
-        DIR/edgeroll.d/10-a.toml:3:2: extra: unknown field, expected one of `agent`, `runtime`, `desired`
+        DIR/edgeroll.d/10-a.toml:3:2: extra: unknown field, expected one of `agent`, `runtime`, `desired`, `reports`
         DIR/edgeroll.d/20-b.toml:2:17: desired.poll_interval: expected a duration (seconds or a string such as "30s"), found a boolean
         DIR/edgeroll.d/20-b.toml:4:16: agent.labels.a: expected a string, found an integer
     "#]]);
@@ -255,4 +256,60 @@ fn the_socket_mode_is_one_of_the_supported_ones() {
         errors[0]
     );
     assert!(errors[0].message.contains("\"0666\""), "{}", errors[0]);
+}
+
+#[test]
+fn reports_take_an_https_or_mqtt_url_and_defaults() {
+    let dir = ConfigDir::new(
+        "[reports]\nurl = \"https://hub.example.com/v1/reports\"\noutbox_max_bytes = 67108864\n",
+    );
+    let reports = dir.load().unwrap().reports.unwrap();
+    assert_eq!(
+        reports.url,
+        ReportsUrl::Http("https://hub.example.com/v1/reports".to_owned())
+    );
+    assert_eq!(reports.outbox_max_bytes, 64 * 1024 * 1024);
+    assert_eq!(reports.batch_max_reports, 500);
+    assert_eq!(reports.retry_max, Duration::from_secs(300));
+    let dir = ConfigDir::new(
+        "[reports]\nurl = \"mqtt://broker.example.com\"\nbatch_max_reports = 50\nca_file = \"ca.pem\"\n",
+    );
+    let reports = dir.load().unwrap().reports.unwrap();
+    assert_eq!(
+        reports.url,
+        ReportsUrl::Mqtt {
+            host: "broker.example.com".to_owned(),
+            port: 1883,
+            tls: false
+        }
+    );
+    assert_eq!(reports.url.to_string(), "mqtt://broker.example.com:1883");
+    assert_eq!(reports.ca_file, Some(dir.dir.path().join("ca.pem")));
+    assert_eq!(ConfigDir::new("").load().unwrap().reports, None);
+}
+
+#[test]
+fn bad_report_settings_name_their_field() {
+    let dir = ConfigDir::new(
+        r#"[reports]
+url = "http://hub.example.com/v1/reports"
+outbox_max_bytes = 10
+batch_max_reports = 0
+timeout = "0s"
+client_cert = "site.crt"
+"#,
+    );
+    dir.check_errors(expect![[r#"
+        DIR/edgeroll.toml:1:1: reports: client_cert and client_key go together: set both or neither
+        DIR/edgeroll.toml:2:7: reports.url: "http://hub.example.com/v1/reports": reports leave the site only over https:// (http:// is for a loopback receiver)
+        DIR/edgeroll.toml:3:20: reports.outbox_max_bytes: 10 is less than 4096
+        DIR/edgeroll.toml:4:21: reports.batch_max_reports: 0 is outside 1–100000
+        DIR/edgeroll.toml:5:11: reports.timeout: duration `0s` must be positive
+    "#]]);
+    ConfigDir::new("[reports]\nurl = \"ftp://x/y\"\n").check_errors(expect![[r#"
+        DIR/edgeroll.toml:2:7: reports.url: unsupported scheme `ftp://`, expected https://, mqtt:// or mqtts://
+    "#]]);
+    ConfigDir::new("[reports]\noutbox_max_bytes = 5000\n").check_errors(expect![[r#"
+        DIR/edgeroll.toml:1:1: reports.url: required field is missing
+    "#]]);
 }

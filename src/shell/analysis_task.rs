@@ -42,7 +42,11 @@ impl Shell {
                 }
             },
         };
-        if let Err(error) = self.store.save_analysis_run(&run.id, name, &run) {
+        let reports = self.reporting.for_analysis(None, &run, now);
+        if let Err(error) = self
+            .store
+            .save_analysis_run_reporting(&run.id, name, &run, &reports)
+        {
             error!(service = %name, %error, "cannot save the analysis run");
         }
         if is_terminal(run.phase) {
@@ -70,6 +74,7 @@ impl Shell {
         tokio::spawn(run_analysis(
             run,
             context,
+            self.reporting,
             self.clock,
             self.store.clone(),
             self.internal_tx.clone(),
@@ -108,8 +113,13 @@ impl Shell {
         };
         if let Some(run) = slot.runs.iter_mut().find(|run| run.id == run_id) {
             if !is_terminal(run.phase) {
+                let before = run.clone();
                 analysis::terminate(run, now, reason);
-                if let Err(error) = self.store.save_analysis_run(run_id, name, &*run) {
+                let reports = self.reporting.for_analysis(Some(&before), run, now);
+                if let Err(error) = self
+                    .store
+                    .save_analysis_run_reporting(run_id, name, &*run, &reports)
+                {
                     error!(service = %name, %error, "cannot save the analysis run");
                 }
             }
@@ -165,6 +175,7 @@ pub(super) fn remember_run(slot: &mut ServiceSlot, run: AnalysisRun) {
 pub(super) async fn run_analysis(
     mut run: AnalysisRun,
     context: ProviderContext,
+    reporting: crate::report::Reporting,
     clock: Clock,
     store: Arc<Store>,
     updates: mpsc::Sender<Internal>,
@@ -213,11 +224,16 @@ pub(super) async fn run_analysis(
                 },
             }
         }
-        analysis::record_round(&mut run, answers, clock.now());
+        let before = run.clone();
+        let now = clock.now();
+        analysis::record_round(&mut run, answers, now);
         if cancel.is_cancelled() {
             return;
         }
-        if let Err(error) = store.save_analysis_run(&run.id, &run.service, &run) {
+        // The run and the reports of its new measurements (and verdict) commit together.
+        let reports = reporting.for_analysis(Some(&before), &run, now);
+        if let Err(error) = store.save_analysis_run_reporting(&run.id, &run.service, &run, &reports)
+        {
             error!(run = %run.id, %error, "cannot save the analysis run");
         }
         if updates

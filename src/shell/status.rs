@@ -16,6 +16,7 @@ pub(super) fn empty(site: &str) -> Status {
         api_version: STATUS_API_VERSION.to_owned(),
         site: site.to_owned(),
         services: Vec::new(),
+        reports: None,
     }
 }
 
@@ -67,6 +68,7 @@ pub(super) fn build(
             .into_iter()
             .filter_map(|name| services.get(name).map(service))
             .collect(),
+        reports: None,
     }
 }
 

@@ -71,6 +71,7 @@ pub fn sample_status() -> Status {
             revisions: Vec::new(),
             events: Vec::new(),
         }],
+        reports: None,
     }
 }
 

@@ -184,6 +184,7 @@ fn paused_canary_with_analysis() {
         api_version: "edgeroll/v1".to_owned(),
         site: "store-0042".to_owned(),
         services: vec![paused_canary()],
+        reports: None,
     };
     expect![[r#"
         Site:            store-0042
@@ -276,6 +277,7 @@ fn a_site_without_services() {
         api_version: "edgeroll/v1".to_owned(),
         site: "store-0042".to_owned(),
         services: Vec::new(),
+        reports: None,
     };
     expect![[r#"
         Site:            store-0042
@@ -283,4 +285,41 @@ fn a_site_without_services() {
         No services: no desired document for this site has been applied yet.
     "#]]
     .assert_eq(&render_text(&status));
+}
+
+#[test]
+fn the_report_outbox_after_a_failed_delivery() {
+    let status = Status {
+        api_version: "edgeroll/v1".to_owned(),
+        site: "store-0042".to_owned(),
+        services: Vec::new(),
+        reports: Some(crate::api::types::ReportsStatus {
+            url: "https://hub.example.com/v1/reports".to_owned(),
+            depth: 12,
+            bytes: 3_456,
+            max_bytes: 67_108_864,
+            last_seq: 52,
+            acked: 40,
+            oldest_seq: Some(41),
+            oldest_at: Some("2026-12-01T19:00:00.000Z".to_owned()),
+            last_attempt_at: Some("2026-12-01T19:05:00.000Z".to_owned()),
+            last_success_at: Some("2026-12-01T19:01:00.000Z".to_owned()),
+            last_result: Some(
+                "https://hub.example.com/v1/reports answered 503 Service Unavailable".to_owned(),
+            ),
+            last_ok: false,
+            dropped: [("measurement".to_owned(), 3)].into_iter().collect(),
+        }),
+    };
+    expect![[r#"
+        Site:            store-0042
+        Reports:         https://hub.example.com/v1/reports
+          Outbox:        12 undelivered (3456 of 67108864 bytes), oldest #41 from 2026-12-01T19:00:00.000Z
+          Acknowledged:  up to #40 of #52
+          LastDelivery:  2026-12-01T19:05:00.000Z failed: https://hub.example.com/v1/reports answered 503 Service Unavailable
+          LastSuccess:   2026-12-01T19:01:00.000Z
+          Dropped:       3 measurement (outbox full)
+
+        No services: no desired document for this site has been applied yet.
+    "#]].assert_eq(&render_text(&status));
 }
