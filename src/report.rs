@@ -54,38 +54,47 @@ impl Reporting {
         Reporting { enabled: true }
     }
 
-    /// The reports of a rollout step: one per recorded event, each with the state the step left
-    /// the service in and the serial of the desired document it follows.
+    /// The reports of a rollout step from `before` to `after`: one per recorded event, each with
+    /// the state the step left the service in and the serial of the desired document it
+    /// follows; a step that recorded nothing but changed what the center sees (phase,
+    /// completion, the stable or canary revision, e.g. instances becoming ready) reports it as
+    /// a `StateChanged` event, so the center always knows what runs.
     pub fn for_rollout(
         &self,
         events: &[EventRecord],
-        state: &Rollout,
+        before: &Rollout,
+        after: &Rollout,
         serial: Option<u64>,
+        now: Timestamp,
     ) -> Vec<NewReport> {
         if !self.enabled {
             return Vec::new();
         }
-        let revision = |revision: &Revision| RevisionRef {
-            revision: revision.number,
-            version: revision.template.version.clone(),
+        let report = |at: Timestamp, service: &str, kind: &str, message: &str| NewReport {
+            at,
+            body: ReportBody::Rollout {
+                service: service.to_owned(),
+                kind: kind.to_owned(),
+                message: message.to_owned(),
+                phase: phase_name(after.phase).to_owned(),
+                completion: after
+                    .completion
+                    .map(|completion| completion_name(completion).to_owned()),
+                stable: after.stable_revision().map(revision_ref),
+                canary: after.canary_revision().map(revision_ref),
+                serial,
+            },
         };
+        if events.is_empty() {
+            if seen_by_center(before) == seen_by_center(after) {
+                return Vec::new();
+            }
+            let message = format!("phase {}", phase_name(after.phase));
+            return vec![report(now, &after.service, STATE_CHANGED, &message)];
+        }
         events
             .iter()
-            .map(|event| NewReport {
-                at: event.at,
-                body: ReportBody::Rollout {
-                    service: event.service.clone(),
-                    kind: event.kind.clone(),
-                    message: event.message.clone(),
-                    phase: phase_name(state.phase).to_owned(),
-                    completion: state
-                        .completion
-                        .map(|completion| completion_name(completion).to_owned()),
-                    stable: state.stable_revision().map(revision),
-                    canary: state.canary_revision().map(revision),
-                    serial,
-                },
-            })
+            .map(|event| report(event.at, &event.service, &event.kind, &event.message))
             .collect()
     }
 
@@ -136,6 +145,33 @@ impl Reporting {
         }
         reports
     }
+}
+
+/// The kind of the report of a step that changed what runs without recording an event.
+pub const STATE_CHANGED: &str = "StateChanged";
+
+fn revision_ref(revision: &Revision) -> RevisionRef {
+    RevisionRef {
+        revision: revision.number,
+        version: revision.template.version.clone(),
+    }
+}
+
+/// What a rollout report tells the center about a service's state.
+fn seen_by_center(
+    rollout: &Rollout,
+) -> (
+    Phase,
+    Option<Completion>,
+    Option<RevisionRef>,
+    Option<RevisionRef>,
+) {
+    (
+        rollout.phase,
+        rollout.completion,
+        rollout.stable_revision().map(revision_ref),
+        rollout.canary_revision().map(revision_ref),
+    )
 }
 
 /// Measurements a metric has ever taken.

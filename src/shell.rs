@@ -425,7 +425,9 @@ impl Shell {
             .collect();
         if next != slot.rollout || !records.is_empty() {
             let serial = self.document.as_ref().map(|document| document.serial);
-            let reports = self.reporting.for_rollout(&records, &next, serial);
+            let reports = self
+                .reporting
+                .for_rollout(&records, &slot.rollout, &next, serial, now);
             if let Err(error) = self
                 .store
                 .save_rollout_reporting(name, &next, &records, &reports)

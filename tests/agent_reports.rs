@@ -103,6 +103,13 @@ fn the_events_of_a_real_rollout_reach_the_receiver_once_each() {
         bodies.len(),
         kinds.join(", ")
     );
+    // Instances becoming ready records no event, but the center learns that 1.0.0 is healthy.
+    assert!(
+        bodies.iter().any(|body| matches!(body,
+            ReportBody::Rollout { kind, phase, stable: Some(stable), .. }
+                if kind == "StateChanged" && phase == "Healthy" && stable.version == "1.0.0")),
+        "no report says 1.0.0 became healthy"
+    );
     let measurements = bodies
         .iter()
         .filter(|body| matches!(body, ReportBody::Measurement { .. }))
