@@ -251,3 +251,116 @@ async fn a_full_outbox_reports_what_it_dropped() {
     drop(seen);
     shutdown.cancel();
 }
+
+/// A certificate for 127.0.0.1 (self-signed, so it is its own CA) as PEM, and its key.
+fn certificate() -> (rcgen::CertifiedKey, String) {
+    let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+    let pem = certified.cert.pem();
+    (certified, pem)
+}
+
+fn private_key(certified: &rcgen::CertifiedKey) -> rustls::pki_types::PrivateKeyDer<'static> {
+    rustls::pki_types::PrivateKeyDer::Pkcs8(certified.key_pair.serialize_der().into())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_with_a_private_ca_and_a_client_certificate() {
+    edgeroll::provider::http_client::install_crypto_provider();
+    let (server, server_pem) = certificate();
+    let (client, client_pem) = certificate();
+    // The receiver accepts only clients with a certificate it trusts (mutual TLS).
+    let mut client_roots = rustls::RootCertStore::empty();
+    client_roots.add(client.cert.der().clone()).unwrap();
+    let verifier = rustls::server::WebPkiClientVerifier::builder(Arc::new(client_roots))
+        .build()
+        .unwrap();
+    let server_config = rustls::ServerConfig::builder()
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(vec![server.cert.der().clone()], private_key(&server))
+        .unwrap();
+    let receiver = Receiver::start_tls(server_config);
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("ca.pem"), &server_pem).unwrap();
+    std::fs::write(dir.path().join("site.crt"), &client_pem).unwrap();
+    std::fs::write(dir.path().join("site.key"), client.key_pair.serialize_pem()).unwrap();
+
+    // Without the CA the server is not trusted, and nothing is acknowledged.
+    let untrusted = start(&receiver.url(), "");
+    untrusted.store.append_reports(&reports(1, 3)).unwrap();
+    let deadline = tokio::time::Instant::now() + WITHIN;
+    let result = loop {
+        let status = untrusted.store.outbox_status().unwrap();
+        if let Some(result) = status.last_result {
+            break result;
+        }
+        assert!(tokio::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert!(result.contains("certificate"), "{result}");
+    assert_eq!(untrusted.store.outbox_status().unwrap().depth, 3);
+    untrusted.shutdown.cancel();
+
+    // With ca_file but no client certificate the receiver refuses the site.
+    let anonymous = config(dir.path(), &receiver.url(), "ca_file = \"ca.pem\"\n");
+    let store = Arc::new(Store::open(&anonymous.state_dir).unwrap());
+    store.append_reports(&reports(1, 3)).unwrap();
+    let shutdown = CancellationToken::new();
+    edgeroll::report::spawn(
+        &anonymous,
+        store.clone(),
+        Clock::starting_at(Timestamp::from_millis(0)),
+        shutdown.clone(),
+    )
+    .unwrap();
+    let deadline = tokio::time::Instant::now() + WITHIN;
+    while store.outbox_status().unwrap().last_result.is_none() {
+        assert!(tokio::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let status = store.outbox_status().unwrap();
+    assert!(!status.last_ok && status.depth == 3, "{status:?}");
+    shutdown.cancel();
+    drop(store);
+
+    // With ca_file and the client certificate: delivered (same state directory).
+    let config = config(
+        dir.path(),
+        &receiver.url(),
+        "ca_file = \"ca.pem\"\nclient_cert = \"site.crt\"\nclient_key = \"site.key\"\n",
+    );
+    let store = Arc::new(Store::open(&config.state_dir).unwrap());
+    let shutdown = CancellationToken::new();
+    edgeroll::report::spawn(
+        &config,
+        store.clone(),
+        Clock::starting_at(Timestamp::from_millis(0)),
+        shutdown.clone(),
+    )
+    .unwrap();
+    wait_until_empty(&store).await;
+    assert_eq!(receiver.seqs(SITE), [1, 2, 3]);
+    shutdown.cancel();
+}
+
+#[test]
+fn a_missing_client_key_is_an_error_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("site.crt"), certificate().1).unwrap();
+    let config = config(
+        dir.path(),
+        "https://127.0.0.1:9/v1/reports",
+        "client_cert = \"site.crt\"\nclient_key = \"site.key\"\n",
+    );
+    let store = Arc::new(Store::open(&config.state_dir).unwrap());
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let _guard = runtime.enter();
+    let error = edgeroll::report::spawn(
+        &config,
+        store,
+        Clock::starting_at(Timestamp::from_millis(0)),
+        CancellationToken::new(),
+    )
+    .unwrap_err();
+    assert!(error.to_string().contains("site.key"), "{error}");
+}

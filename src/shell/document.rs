@@ -44,6 +44,8 @@ impl Shell {
                 "runtime.log_max_bytes",
                 old.log_max_bytes != new.log_max_bytes,
             ),
+            // The sender runs with the settings (and the site name) it started with.
+            ("reports", old.reports != new.reports),
         ]
         .into_iter()
         .filter(|(_, changed)| *changed)

@@ -54,6 +54,7 @@ pub struct Seen {
 /// A running receiver.
 pub struct Receiver {
     pub addr: SocketAddr,
+    tls: bool,
     pub seen: Arc<Mutex<Seen>>,
     behaviours: Arc<Mutex<VecDeque<Behaviour>>>,
 }
@@ -61,21 +62,32 @@ pub struct Receiver {
 impl Receiver {
     /// Start listening on a free loopback port.
     pub fn start() -> Receiver {
+        Receiver::start_with(None)
+    }
+
+    /// Start listening with TLS (every connection behaves normally).
+    pub fn start_tls(config: rustls::ServerConfig) -> Receiver {
+        Receiver::start_with(Some(tokio_rustls::TlsAcceptor::from(Arc::new(config))))
+    }
+
+    fn start_with(tls: Option<tokio_rustls::TlsAcceptor>) -> Receiver {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind receiver");
         listener.set_nonblocking(true).expect("nonblocking");
         let addr = listener.local_addr().expect("address");
         let seen = Arc::new(Mutex::new(Seen::default()));
         let behaviours = Arc::new(Mutex::new(VecDeque::new()));
         let (seen_task, behaviours_task) = (seen.clone(), behaviours.clone());
+        let secure = tls.is_some();
         std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .expect("receiver runtime");
-            runtime.block_on(serve(listener, seen_task, behaviours_task));
+            runtime.block_on(serve(listener, seen_task, behaviours_task, tls));
         });
         Receiver {
             addr,
+            tls: secure,
             seen,
             behaviours,
         }
@@ -83,7 +95,8 @@ impl Receiver {
 
     /// The URL to configure as `reports.url`.
     pub fn url(&self) -> String {
-        format!("http://{}/v1/reports", self.addr)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}/v1/reports", self.addr)
     }
 
     /// Queue behaviours for the next connections (then back to normal).
@@ -140,6 +153,7 @@ async fn serve(
     listener: std::net::TcpListener,
     seen: Arc<Mutex<Seen>>,
     behaviours: Arc<Mutex<VecDeque<Behaviour>>>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
 ) {
     let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
     loop {
@@ -152,6 +166,20 @@ async fn serve(
             .pop_front()
             .unwrap_or(Behaviour::Normal);
         let seen = seen.clone();
+        if let Some(acceptor) = tls.clone() {
+            tokio::spawn(async move {
+                let Ok(stream) = acceptor.accept(stream).await else {
+                    return;
+                };
+                let service = hyper::service::service_fn(move |request| {
+                    handle(request, seen.clone(), Behaviour::Normal)
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+            continue;
+        }
         tokio::spawn(async move {
             match behaviour {
                 Behaviour::Hang => {
