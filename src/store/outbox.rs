@@ -94,10 +94,16 @@ impl Default for OutboxHandle {
     }
 }
 
+/// Reports encoded for [`append`], with the bound to hold. Another store submodule that commits
+/// a change with reports (e.g. a refused document) makes one with [`Store::prepare_reports`],
+/// calls [`append`] inside its transaction, and [`Store::reports_committed`] after the commit.
+pub(super) struct Prepared {
+    rows: Vec<(Timestamp, &'static str, String)>,
+    max_bytes: u64,
+}
+
 /// The encoded rows of `reports`: `(at, kind, body JSON)`.
-pub(super) fn encode(
-    reports: &[NewReport],
-) -> Result<Vec<(Timestamp, &'static str, String)>, Error> {
+fn encode(reports: &[NewReport]) -> Result<Vec<(Timestamp, &'static str, String)>, Error> {
     reports
         .iter()
         .map(|report| {
@@ -110,13 +116,13 @@ pub(super) fn encode(
         .collect()
 }
 
-/// Append encoded reports inside `transaction`, then hold the outbox to `max_bytes` by
-/// dropping the oldest measurements. Returns the sequence numbers given out, in order.
+/// Append prepared reports inside `transaction`, then hold the outbox to its bound by dropping
+/// the oldest measurements. Returns the sequence numbers given out, in order.
 pub(super) fn append(
     transaction: &Transaction<'_>,
-    rows: &[(Timestamp, &'static str, String)],
-    max_bytes: u64,
+    prepared: &Prepared,
 ) -> rusqlite::Result<Vec<u64>> {
+    let (rows, max_bytes) = (&prepared.rows, prepared.max_bytes);
     if rows.is_empty() {
         return Ok(Vec::new());
     }
@@ -222,8 +228,17 @@ impl Store {
         self.outbox.max_bytes.load(Ordering::Relaxed)
     }
 
-    fn wake_sender(&self, appended: bool) {
-        if appended {
+    /// Encode `reports` for [`append`] in a transaction of another store submodule.
+    pub(super) fn prepare_reports(&self, reports: &[NewReport]) -> Result<Prepared, Error> {
+        Ok(Prepared {
+            rows: encode(reports)?,
+            max_bytes: self.max_bytes(),
+        })
+    }
+
+    /// Wake the sender after a transaction that appended `seqs` committed.
+    pub(super) fn reports_committed(&self, seqs: &[u64]) {
+        if !seqs.is_empty() {
             self.outbox.appended.notify_one();
         }
     }
@@ -237,12 +252,11 @@ impl Store {
         events: &[EventRecord],
         reports: &[NewReport],
     ) -> Result<Vec<u64>, Error> {
-        let rows = encode(reports)?;
-        let max_bytes = self.max_bytes();
+        let prepared = self.prepare_reports(reports)?;
         let seqs = self.save_rollout_with(service, state, events, |transaction| {
-            append(transaction, &rows, max_bytes)
+            append(transaction, &prepared)
         })?;
-        self.wake_sender(!seqs.is_empty());
+        self.reports_committed(&seqs);
         Ok(seqs)
     }
 
@@ -255,23 +269,21 @@ impl Store {
         run: &T,
         reports: &[NewReport],
     ) -> Result<Vec<u64>, Error> {
-        let rows = encode(reports)?;
-        let max_bytes = self.max_bytes();
+        let prepared = self.prepare_reports(reports)?;
         let seqs = self.save_analysis_run_with(run_id, service, run, |transaction| {
-            append(transaction, &rows, max_bytes)
+            append(transaction, &prepared)
         })?;
-        self.wake_sender(!seqs.is_empty());
+        self.reports_committed(&seqs);
         Ok(seqs)
     }
 
     /// Append reports in a transaction of their own (for reports that go with no other state).
     pub fn append_reports(&self, reports: &[NewReport]) -> Result<Vec<u64>, Error> {
-        let rows = encode(reports)?;
-        let max_bytes = self.max_bytes();
+        let prepared = self.prepare_reports(reports)?;
         let seqs = self.write("append reports".to_owned(), |transaction| {
-            append(transaction, &rows, max_bytes)
+            append(transaction, &prepared)
         })?;
-        self.wake_sender(!seqs.is_empty());
+        self.reports_committed(&seqs);
         Ok(seqs)
     }
 
