@@ -1,7 +1,7 @@
 //! The report sender over HTTP against a real receiver on 127.0.0.1 that misbehaves on
 //! purpose: 500, 429 with Retry-After, 413, a hang, a reset connection, a lost acknowledgement
-//! (so the batch comes again and is acknowledged as a duplicate) and a receiver that lost data
-//! (409 gap). Whatever it does, the receiver ends with every report exactly once, in order, and
+//! (so the batch comes again and is acknowledged as a duplicate), garbage instead of an
+//! acknowledgement, and a receiver that lost data (409 gap). Whatever it does, the receiver ends with every report exactly once, in order, and
 //! the site's outbox ends empty.
 // The receiver's timings are real time.
 #![allow(clippy::disallowed_methods)]
@@ -120,6 +120,7 @@ async fn every_report_arrives_once_and_in_order_whatever_the_receiver_does() {
         Behaviour::AcceptThenReset,
         Behaviour::Normal,
         Behaviour::Status(503, None),
+        Behaviour::Garbage,
     ]);
     let sender = start(&receiver.url(), "");
     let mut next = 1;
@@ -302,7 +303,9 @@ async fn https_with_a_private_ca_and_a_client_certificate() {
     untrusted.shutdown.cancel();
 
     // With ca_file but no client certificate the receiver refuses the site.
-    let anonymous = config(dir.path(), &receiver.url(), "ca_file = \"ca.pem\"\n");
+    let other = tempfile::tempdir().unwrap();
+    std::fs::write(other.path().join("ca.pem"), &server_pem).unwrap();
+    let anonymous = config(other.path(), &receiver.url(), "ca_file = \"ca.pem\"\n");
     let store = Arc::new(Store::open(&anonymous.state_dir).unwrap());
     store.append_reports(&reports(1, 3)).unwrap();
     let shutdown = CancellationToken::new();
@@ -321,15 +324,15 @@ async fn https_with_a_private_ca_and_a_client_certificate() {
     let status = store.outbox_status().unwrap();
     assert!(!status.last_ok && status.depth == 3, "{status:?}");
     shutdown.cancel();
-    drop(store);
 
-    // With ca_file and the client certificate: delivered (same state directory).
+    // With ca_file and the client certificate: delivered.
     let config = config(
         dir.path(),
         &receiver.url(),
         "ca_file = \"ca.pem\"\nclient_cert = \"site.crt\"\nclient_key = \"site.key\"\n",
     );
     let store = Arc::new(Store::open(&config.state_dir).unwrap());
+    store.append_reports(&reports(1, 3)).unwrap();
     let shutdown = CancellationToken::new();
     edgeroll::report::spawn(
         &config,

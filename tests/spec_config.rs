@@ -313,3 +313,37 @@ client_cert = "site.crt"
         DIR/edgeroll.toml:1:1: reports.url: required field is missing
     "#]]);
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 64, ..Default::default() })]
+
+    /// Any `reports.url` either loads as a url the sender can use or is one error naming the
+    /// field; nothing panics, and an accepted mqtt url shows as `mqtt[s]://host:port`.
+    #[test]
+    fn any_reports_url_loads_or_names_the_field(
+        url in proptest::prop_oneof![
+            "(https|http|mqtt|mqtts|ftp)://[a-z0-9.\\[\\]:]{0,20}(:[0-9]{1,6})?(/[a-z]{0,8})?",
+            ".{0,30}",
+        ]
+    ) {
+        let text = format!("[reports]\nurl = {}\n", toml::Value::String(url.clone()));
+        let dir = ConfigDir::new(&text);
+        match dir.load() {
+            Ok(config) => {
+                let reports = config.reports.expect("a [reports] section");
+                match &reports.url {
+                    ReportsUrl::Http(accepted) => proptest::prop_assert_eq!(accepted, &url),
+                    ReportsUrl::Mqtt { tls, .. } => {
+                        let shown = reports.url.to_string();
+                        let scheme = if *tls { "mqtts://" } else { "mqtt://" };
+                        proptest::prop_assert!(shown.starts_with(scheme), "{}", shown);
+                    }
+                }
+            }
+            Err(diagnostics) => {
+                proptest::prop_assert_eq!(diagnostics.len(), 1);
+                proptest::prop_assert!(diagnostics[0].message.starts_with("reports.url: "), "{}", diagnostics[0].message);
+            }
+        }
+    }
+}

@@ -32,6 +32,8 @@ pub enum Behaviour {
     AcceptThenReset,
     /// Answer 413 when the batch has more than this many reports.
     MaxReports(usize),
+    /// Answer 200 with a body that is not an acknowledgement, keep nothing.
+    Garbage,
 }
 
 /// What the receiver saw and keeps.
@@ -266,6 +268,10 @@ async fn handle(
             record(code);
             let status = StatusCode::from_u16(code).unwrap();
             return Ok(answer(status, "{}".to_owned(), retry_after));
+        }
+        Behaviour::Garbage => {
+            record(200);
+            return Ok(answer(StatusCode::OK, "<html>oops</html>".to_owned(), None));
         }
         Behaviour::MaxReports(max) if batch.reports.len() > max => {
             record(413);
