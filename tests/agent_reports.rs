@@ -16,9 +16,8 @@ use report_support::Receiver;
 
 const SITE: &str = "test-site";
 
-#[test]
-fn the_events_of_a_real_rollout_reach_the_receiver_once_each() {
-    let receiver = Receiver::start();
+/// A site whose agent reports to `receiver` (retrying fast).
+fn reporting_site(receiver: &Receiver) -> Site {
     let mut site = Site::start(SiteOptions::default());
     site.terminate_agent();
     let drop_ins = site.dir.path().join("edgeroll.d");
@@ -32,6 +31,31 @@ fn the_events_of_a_real_rollout_reach_the_receiver_once_each() {
     )
     .unwrap();
     site.start_agent();
+    site
+}
+
+/// The outbox drained, as `edgeroll get -o json` shows it; returns the status.
+fn drained(site: &Site) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + common::WAIT;
+    loop {
+        let status: serde_json::Value =
+            serde_json::from_str(&site.cli_ok(&["get", "-o", "json"])).unwrap();
+        let reports = &status["reports"];
+        if reports["depth"] == 0 && reports["acked"] == reports["lastSeq"] {
+            return status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not drained: {reports}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn the_events_of_a_real_rollout_reach_the_receiver_once_each() {
+    let receiver = Receiver::start();
+    let mut site = reporting_site(&receiver);
     site.write_desired("1.0.0", 0.0, "steps = []", 1);
     site.reload();
     site.wait_for("1.0.0 healthy", |s| {
@@ -144,4 +168,63 @@ fn the_events_of_a_real_rollout_reach_the_receiver_once_each() {
         Some("2.0.0")
     );
     assert_eq!(last_event.2, Some(1));
+}
+
+#[test]
+fn sigkill_at_random_instants_of_a_rollout_loses_and_repeats_no_report() {
+    let receiver = Receiver::start();
+    let mut site = reporting_site(&receiver);
+    site.write_desired("1.0.0", 0.0, "steps = []", 1);
+    site.reload();
+    site.wait_for("1.0.0 healthy", |s| s["phase"] == "Healthy");
+    let steps = r#"steps = [
+  { setWeight = 10 }, { pause = { duration = "1s" } },
+  { setWeight = 30 }, { pause = { duration = "1s" } },
+  { setWeight = 50 }, { pause = { duration = "1s" } },
+  { setWeight = 70 }, { pause = { duration = "1s" } },
+  { setWeight = 90 }, { pause = { duration = "1s" } },
+]"#;
+    site.write_desired("2.0.0", 0.0, steps, 1);
+    site.reload();
+    let mut kills = 0;
+    loop {
+        std::thread::sleep(Duration::from_millis(fastrand::u64(50..600)));
+        let status = site.status();
+        if status["stable"]["version"] == "2.0.0" {
+            break;
+        }
+        site.kill9_agent();
+        kills += 1;
+        site.start_agent();
+        assert!(kills < 60, "the rollout did not finish");
+    }
+    let status = drained(&site);
+    let last = status["reports"]["lastSeq"].as_u64().unwrap();
+    let seqs = receiver.seqs(SITE);
+    assert_eq!(
+        seqs,
+        (1..=last).collect::<Vec<u64>>(),
+        "after {kills} kills"
+    );
+    let seen = receiver.seen.lock().unwrap();
+    let weights: Vec<String> = seen.reports[SITE]
+        .iter()
+        .filter_map(|report| match &report.body {
+            ReportBody::Rollout { kind, message, .. } if kind == "WeightChanged" => {
+                Some(message.clone())
+            }
+            _ => None,
+        })
+        .collect();
+    eprintln!(
+        "{kills} SIGKILLs; {last} reports, {} duplicate batches acknowledged again; weights: {}",
+        seen.duplicates,
+        weights.join(" | ")
+    );
+    assert!(kills >= 3, "only {kills} kills");
+    assert_eq!(
+        weights.len(),
+        5,
+        "one report per weight change: {weights:?}"
+    );
 }
