@@ -367,3 +367,31 @@ fn a_missing_client_key_is_an_error_at_start() {
     .unwrap_err();
     assert!(error.to_string().contains("site.key"), "{error}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_site_whose_store_was_reset_is_not_taken_for_a_duplicate() {
+    let receiver = Receiver::start();
+    // The receiver knew this site up to 1000; then the site's disk was replaced.
+    receiver.forget_after(SITE, 1000);
+    let sender = start(&receiver.url(), "");
+    sender.store.append_reports(&reports(1, 5)).unwrap();
+    receiver.wait_for("the reports arrive after the old mark", WITHIN, |seen| {
+        seen.high_water.get(SITE) == Some(&1005)
+    });
+    wait_until_empty(&sender.store).await;
+    let seen = receiver.seen.lock().unwrap();
+    let kept: Vec<(u64, &ReportBody)> = seen.reports[SITE]
+        .iter()
+        .map(|report| (report.seq, &report.body))
+        .collect();
+    let expected = reports(1, 5);
+    assert_eq!(kept.len(), 5);
+    for ((seq, body), (n, sent)) in kept.iter().zip(expected.iter().enumerate()) {
+        assert_eq!(*seq, 1001 + n as u64);
+        assert_eq!(*body, &sent.body);
+    }
+    drop(seen);
+    // New reports continue after them.
+    assert_eq!(sender.store.append_reports(&reports(6, 1)).unwrap(), [1006]);
+    sender.shutdown.cancel();
+}

@@ -365,8 +365,12 @@ impl Store {
 
     /// A receiver acknowledged everything up to `ack` in answer to a batch that carried the drop
     /// counts `dropped_sent`: delete the rows up to it, keep it as the high-water mark, and note
-    /// the delivery. An `ack` beyond the highest number ever given out is taken as that number;
-    /// one below the mark already kept deletes nothing. Returns the high-water mark now kept.
+    /// the delivery. One below the mark already kept deletes nothing. Returns the mark now kept.
+    ///
+    /// An `ack` beyond the highest number this store ever gave out means the receiver knew this
+    /// site before its store was reset (a new disk, a wiped state directory): it took the batch
+    /// for a duplicate and kept nothing. The undelivered reports are then renumbered to follow
+    /// the receiver's mark, in order, so the next batch is new to it; numbers still never repeat.
     pub fn outbox_acknowledge(
         &self,
         ack: u64,
@@ -375,12 +379,37 @@ impl Store {
         result: &str,
     ) -> Result<u64, Error> {
         self.write(format!("acknowledge reports up to {ack}"), |transaction| {
-            let ack = ack.min(last_seq(transaction)?);
+            let last = last_seq(transaction)?;
             let acked: u64 = transaction.query_row(
                 "SELECT acked FROM outbox_state WHERE id = 1",
                 [],
                 |row| row.get(0),
             )?;
+            let note = |result: &str| {
+                transaction.execute(
+                    "UPDATE outbox_state SET last_attempt_at = ?1, last_success_at = ?1,
+                         last_result = ?2, last_ok = 1 WHERE id = 1",
+                    params![now.as_millis(), result],
+                )
+            };
+            if ack > last && last > 0 {
+                let delta = ack - acked;
+                // Two steps, so no row takes a number another still holds mid-update.
+                transaction.execute("UPDATE outbox SET seq = -(seq + ?1)", [delta])?;
+                transaction.execute("UPDATE outbox SET seq = -seq", [])?;
+                transaction.execute(
+                    "UPDATE sqlite_sequence SET seq = ?1 WHERE name = 'outbox'",
+                    [last + delta],
+                )?;
+                transaction.execute("UPDATE outbox_state SET acked = ?1 WHERE id = 1", [ack])?;
+                note(&format!(
+                    "the receiver already holds up to {ack}, more than this site ever numbered \
+                     ({last}; was its state directory reset?): undelivered reports renumbered \
+                     after {ack}"
+                ))?;
+                return Ok(ack);
+            }
+            let ack = ack.min(last);
             if ack > acked {
                 let (count, freed): (u64, u64) = transaction.query_row(
                     "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM outbox WHERE seq <= ?1",
@@ -400,11 +429,7 @@ impl Store {
                     params![kind, sent],
                 )?;
             }
-            transaction.execute(
-                "UPDATE outbox_state SET last_attempt_at = ?1, last_success_at = ?1,
-                     last_result = ?2, last_ok = 1 WHERE id = 1",
-                params![now.as_millis(), result],
-            )?;
+            note(result)?;
             Ok(ack.max(acked))
         })
     }
@@ -574,11 +599,34 @@ mod tests {
             .unwrap();
         let batch = store.outbox_batch("s", Some(1), LIMITS).unwrap().unwrap();
         assert_eq!((batch.first, batch.last, batch.reports.len()), (1, 3, 1));
-        // An acknowledgement beyond anything given out is clamped.
-        let kept = store
-            .outbox_acknowledge(99, &BTreeMap::new(), Timestamp::from_millis(1), "ok")
+    }
+
+    #[test]
+    fn a_receiver_ahead_of_a_reset_store_gets_the_reports_renumbered_after_its_mark() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store
+            .append_reports(&[event("A"), event("B"), event("C")])
             .unwrap();
-        assert_eq!(kept, 3);
+        store
+            .outbox_acknowledge(1, &BTreeMap::new(), Timestamp::from_millis(1), "ok")
+            .unwrap();
+        // The receiver knew this site up to 1000 before its store was wiped.
+        let kept = store
+            .outbox_acknowledge(1000, &BTreeMap::new(), Timestamp::from_millis(2), "ok")
+            .unwrap();
+        assert_eq!(kept, 1000);
+        let batch = store.outbox_batch("s", None, LIMITS).unwrap().unwrap();
+        let seqs: Vec<u64> = batch.reports.iter().map(|report| report.seq).collect();
+        assert_eq!(
+            (batch.first, batch.last, seqs),
+            (1001, 1002, vec![1001, 1002])
+        );
+        let kinds: Vec<&ReportBody> = batch.reports.iter().map(|report| &report.body).collect();
+        assert_eq!(kinds, [&event("B").body, &event("C").body]);
+        assert_eq!(store.append_reports(&[event("D")]).unwrap(), [1003]);
+        let status = store.outbox_status().unwrap();
+        assert!(status.last_result.unwrap().contains("renumbered"));
     }
 
     #[test]
