@@ -356,6 +356,11 @@ impl SenderTask {
                 ?outcome,
                 "report batch"
             );
+            // A "gap" at or beyond the batch's end is no gap: take it as the acknowledgement.
+            let outcome = match outcome {
+                Outcome::Gap(ack) if ack >= batch.last => Outcome::Acked(ack),
+                other => other,
+            };
             match outcome {
                 Outcome::Acked(ack) => {
                     let result = format!("acknowledged up to {ack}");

@@ -22,6 +22,9 @@ enum Op {
         ack: bool,
     },
     Reopen,
+    /// A receiver that holds this many numbers more than the store ever gave out (the site's
+    /// store was reset) acknowledges.
+    AckAhead(u64),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -30,6 +33,7 @@ fn op() -> impl Strategy<Value = Op> {
         5 => (0usize..200).prop_map(Op::Measurement),
         2 => (1usize..8, 1usize..3000, any::<bool>()).prop_map(|(max_reports, max_bytes, ack)| Op::Deliver { max_reports, max_bytes, ack }),
         1 => Just(Op::Reopen),
+        1 => (1u64..50).prop_map(Op::AckAhead),
     ]
 }
 
@@ -118,6 +122,7 @@ proptest! {
                     let seqs = store.append_reports(&[NewReport { at: now, body }]).unwrap();
                     prop_assert_eq!(seqs.clone(), vec![expected]);
                     prop_assert!(given_out.insert(seqs[0]), "sequence number {} given out twice", seqs[0]);
+                    prop_assert!(given_out.iter().all(|seq| *seq <= seqs[0]));
                 }
                 Op::Deliver { max_reports, max_bytes, ack } => {
                     let limits = BatchLimits { max_reports, max_bytes };
@@ -151,6 +156,21 @@ proptest! {
                         model.rows = model.rows.split_off(&(batch.last + 1));
                         model.dropped_pending -= batch.dropped.get("measurement").copied().unwrap_or(0);
                     }
+                }
+                Op::AckAhead(ahead) => {
+                    if model.last_seq == 0 {
+                        continue;
+                    }
+                    let ack = model.last_seq + ahead;
+                    let kept = store.outbox_acknowledge(ack, &BTreeMap::new(), now, "ok").unwrap();
+                    prop_assert_eq!(kept, ack);
+                    let delta = ack - model.acked;
+                    model.rows = std::mem::take(&mut model.rows)
+                        .into_iter()
+                        .map(|(seq, row)| (seq + delta, row))
+                        .collect();
+                    model.last_seq += delta;
+                    model.acked = ack;
                 }
                 Op::Reopen => {
                     drop(store);
