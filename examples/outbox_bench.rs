@@ -34,9 +34,10 @@ fn event_report(n: u64) -> ReportBody {
         service: "telemetry-ingest".to_owned(),
         kind: "WeightChanged".to_owned(),
         message: format!(
-            "canary weight set to {}% (step {} of 5)",
-            n % 100,
-            n % 5 + 1
+            "step {}: canary weight {}% with {} ready instances",
+            n % 5 + 1,
+            fastrand::u8(1..100),
+            fastrand::u8(1..9)
         ),
         phase: "Progressing".to_owned(),
         completion: None,
@@ -58,7 +59,8 @@ fn measurement_report(n: u64) -> ReportBody {
         run: "telemetry-ingest-42-3".to_owned(),
         metric: ["success-rate", "p99-latency", "error-rate", "judge"][(n % 4) as usize].to_owned(),
         phase: "Successful".to_owned(),
-        value: Some(format!("[0.99{}]", n % 1000)),
+        // Values as varied as real ones, so the compression figure is not flattered.
+        value: Some(format!("[{:.6}]", 0.9 + fastrand::f64() / 10.0)),
         message: None,
     }
 }
