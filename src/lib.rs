@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod provider;
 pub mod proxy;
 pub mod pull;
+pub mod report;
 pub mod rollout;
 pub mod runtime;
 pub mod sample_app;

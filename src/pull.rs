@@ -112,6 +112,8 @@ pub struct Puller {
     poll_interval: Duration,
     store: Arc<Store>,
     clock: Clock,
+    /// Whether documents are reported to a center (`[reports]`).
+    reporting: crate::report::Reporting,
     state: TrustState,
     view: SourceView,
     client: Option<Result<PullClient, String>>,
@@ -184,6 +186,7 @@ impl Puller {
             poll_interval: config.poll_interval,
             store,
             clock,
+            reporting: crate::report::Reporting::new(config),
             state: TrustState::default(),
             view: SourceView::default(),
             client: None,
@@ -468,7 +471,18 @@ impl Puller {
             rule: rule.as_str().to_owned(),
             message,
         };
-        if let Err(error) = self.store.refuse_document(&refusal, &self.view.record) {
+        let reports = self.reporting.for_document(
+            refusal.at,
+            None,
+            "refused",
+            Some(&refusal.rule),
+            &refusal.message,
+            None,
+        );
+        if let Err(error) = self
+            .store
+            .refuse_document(&refusal, &self.view.record, &reports)
+        {
             warn!(%error, "cannot record the refusal");
         }
         events.push(PullEvent::Refused(refusal));
@@ -547,12 +561,21 @@ impl Puller {
             self.view.record.last_result = format!("applied serial {}", accepted.serial);
             if trusted {
                 // Persist, then apply: the serial is durable before anything runs.
+                let reports = self.reporting.for_document(
+                    now,
+                    Some(accepted.serial),
+                    "applied",
+                    None,
+                    &format!("desired document serial {} accepted", accepted.serial),
+                    accepted.key_id.as_deref(),
+                );
                 if let Err(error) = self.store.accept_document(
                     &accepted,
                     bytes,
                     signature,
                     floor,
                     &self.view.record,
+                    &reports,
                 ) {
                     warn!(%error, "cannot record the accepted document; it is not applied");
                     self.view.record.last_result = format!("error: {error}");

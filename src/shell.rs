@@ -86,6 +86,9 @@ pub enum Error {
         /// Why.
         source: std::io::Error,
     },
+    /// The report sender could not start.
+    #[error("cannot start the report sender: {0}")]
+    Reports(#[from] crate::report::SenderError),
     /// The loop task ended abnormally.
     #[error("the agent's event loop stopped: {0}")]
     Loop(String),
@@ -156,6 +159,8 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Agent,
     let (internal_tx, internal_rx) = mpsc::channel(INPUT_CHANNEL_CAPACITY);
     let (reload_tx, reload_rx) = mpsc::channel(1);
     let (proxy_metrics_tx, proxy_metrics_rx) = watch::channel(Arc::new(ProxyMetrics::new()));
+    let sender = crate::report::spawn(&config, store.clone(), clock, shutdown.child_token())?;
+    let reports_rx = sender.map(|sender| sender.status);
 
     let mut shell = Shell {
         config: config.clone(),
@@ -169,6 +174,8 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Agent,
         source: None,
         site_events: VecDeque::new(),
         analysis_tasks: BTreeMap::new(),
+        reporting: crate::report::Reporting::new(&config),
+        reports: reports_rx.clone(),
         status_tx,
         proxy_metrics_tx,
         internal_tx,
@@ -241,6 +248,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Agent,
         reload: reload_rx,
         pull: pull_rx,
         pull_tx,
+        reports: reports_rx,
     };
     let task = tokio::spawn(async move { shell.run(inputs).await });
     Ok(Agent {
@@ -267,6 +275,8 @@ struct Inputs {
     pull: mpsc::Receiver<PullEvent>,
     /// Handed to a new pull task when the desired settings change.
     pull_tx: mpsc::Sender<PullEvent>,
+    /// The report outbox's status, from the sender task.
+    reports: Option<watch::Receiver<Option<crate::api::types::ReportsStatus>>>,
 }
 
 /// One service and everything the shell keeps for it.
@@ -308,6 +318,10 @@ struct Shell {
     /// Site-level events (refused documents, failed pulls), oldest first.
     site_events: VecDeque<EventRecord>,
     analysis_tasks: BTreeMap<String, CancellationToken>,
+    /// Which reports state changes make (none without `[reports]`).
+    reporting: crate::report::Reporting,
+    /// The report outbox's status, shown by `edgeroll get`.
+    reports: Option<watch::Receiver<Option<crate::api::types::ReportsStatus>>>,
     status_tx: watch::Sender<Arc<Status>>,
     /// Each service's proxy counters, for `/metrics`.
     proxy_metrics_tx: watch::Sender<Arc<ProxyMetrics>>,
@@ -355,6 +369,7 @@ impl Shell {
                 }
                 _ = watchdog.tick(), if watchdog_period.is_some() => crate::systemd::watchdog(),
                 Some(()) = wedge.recv() => test_hooks::wedge(),
+                Ok(()) = reports_changed(&mut inputs.reports) => {}
                 () = sleep => self.deadlines_reached(),
             }
             self.publish_status();
@@ -495,7 +510,14 @@ impl Shell {
             })
             .collect();
         if next != slot.rollout || !records.is_empty() {
-            if let Err(error) = self.store.save_rollout(name, &next, &records) {
+            let serial = self.document.as_ref().map(|document| document.serial);
+            let reports = self
+                .reporting
+                .for_rollout(&records, &slot.rollout, &next, serial, now);
+            if let Err(error) = self
+                .store
+                .save_rollout_reporting(name, &next, &records, &reports)
+            {
                 // Not saved means not applied: effects of an unsaved state could not be replayed.
                 error!(service = %name, %error, "cannot save the rollout state; the change is not applied");
                 return Some(Err(format!("the state could not be saved: {error}")));
@@ -610,6 +632,10 @@ impl Shell {
         let mut status = status::build(&self.config.site, &self.order, &self.services);
         status.source = status::source(self.source.as_ref());
         status.events = status::events(&self.site_events);
+        status.reports = self
+            .reports
+            .as_ref()
+            .and_then(|reports| reports.borrow().clone());
         self.status_tx.send_if_modified(|current| {
             if **current == status {
                 false
@@ -618,5 +644,15 @@ impl Shell {
                 true
             }
         });
+    }
+}
+
+/// Resolves when the report outbox's status changed (never without a sender).
+async fn reports_changed(
+    reports: &mut Option<watch::Receiver<Option<crate::api::types::ReportsStatus>>>,
+) -> Result<(), watch::error::RecvError> {
+    match reports {
+        Some(reports) => reports.changed().await,
+        None => std::future::pending().await,
     }
 }

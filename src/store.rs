@@ -2,7 +2,8 @@
 //!
 //! Owns `state_dir` (default `/var/lib/edgeroll`): the single-agent lock (`agent.lock`, see
 //! `store/lock.rs`) and the database `state.db` (WAL, `synchronous=FULL`, versioned by `store/schema.rs`).
-//! It keeps rollout states with their events, instance records and analysis runs, each as JSON
+//! It keeps rollout states with their events, instance records, analysis runs and the report
+//! outbox (`store/outbox.rs`, appended in the same transaction as the change it reports), each as JSON
 //! with a record schema number, so that `sqlite3 state.db` can inspect a gateway in the field and
 //! later releases can convert old rows.
 //!
@@ -15,6 +16,7 @@
 //!   holds its connection mutex longer than one statement batch, and never across an `.await`.
 
 mod lock;
+mod outbox;
 mod schema;
 pub mod trust;
 
@@ -32,6 +34,7 @@ use crate::runtime::{InstanceJournal, InstanceRecord};
 use crate::time::Timestamp;
 
 pub use lock::LOCK_FILE_NAME;
+pub use outbox::{BatchLimits, NewReport, OutboxStatus, DEFAULT_OUTBOX_MAX_BYTES};
 pub use schema::SCHEMA_VERSION;
 
 /// Name of the database file inside the state directory.
@@ -204,6 +207,8 @@ pub struct Store {
     _lock: lock::AgentLock,
     /// The state directory.
     state_dir: PathBuf,
+    /// The report outbox's bound and the sender's wake-up (see `store/outbox.rs`).
+    outbox: outbox::OutboxHandle,
 }
 
 impl Store {
@@ -221,6 +226,7 @@ impl Store {
             connection: Mutex::new(connection),
             _lock: lock,
             state_dir: state_dir.to_path_buf(),
+            outbox: outbox::OutboxHandle::default(),
         })
     }
 
@@ -238,6 +244,17 @@ impl Store {
         state: &T,
         events: &[EventRecord],
     ) -> Result<(), Error> {
+        self.save_rollout_with(service, state, events, |_| Ok(()))
+    }
+
+    /// [`Store::save_rollout`] with `more` run in the same transaction (the outbox's rows).
+    fn save_rollout_with<T: Serialize, R>(
+        &self,
+        service: &str,
+        state: &T,
+        events: &[EventRecord],
+        more: impl FnOnce(&Transaction<'_>) -> rusqlite::Result<R>,
+    ) -> Result<R, Error> {
         let state_json = serde_json::to_string(state).map_err(|cause| Error::Encode {
             what: format!("rollout state of {service}"),
             cause,
@@ -248,7 +265,8 @@ impl Store {
                  ON CONFLICT (service) DO UPDATE SET schema = excluded.schema, state = excluded.state",
                 params![service, ROLLOUT_RECORD_SCHEMA, state_json],
             )?;
-            insert_events(transaction, events)
+            insert_events(transaction, events)?;
+            more(transaction)
         })
     }
 
@@ -308,6 +326,17 @@ impl Store {
         service: &str,
         run: &T,
     ) -> Result<(), Error> {
+        self.save_analysis_run_with(run_id, service, run, |_| Ok(()))
+    }
+
+    /// [`Store::save_analysis_run`] with `more` run in the same transaction (the outbox's rows).
+    fn save_analysis_run_with<T: Serialize, R>(
+        &self,
+        run_id: &str,
+        service: &str,
+        run: &T,
+        more: impl FnOnce(&Transaction<'_>) -> rusqlite::Result<R>,
+    ) -> Result<R, Error> {
         let run_json = serde_json::to_string(run).map_err(|cause| Error::Encode {
             what: format!("analysis run {run_id} of {service}"),
             cause,
@@ -327,7 +356,7 @@ impl Store {
                          ORDER BY seq DESC LIMIT 1 OFFSET ?2)",
                     params![service, ANALYSIS_RUNS_KEPT_PER_SERVICE - 1],
                 )?;
-                Ok(())
+                more(transaction)
             },
         )
     }

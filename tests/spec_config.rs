@@ -5,7 +5,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use edgeroll::config::{self, Config, DesiredSource, RuntimeKind};
+use edgeroll::config::{self, Config, DesiredSource, ReportsUrl, RuntimeKind};
 use expect_test::{expect, Expect};
 
 /// A config directory with `edgeroll.toml` and, optionally, drop-ins.
@@ -76,6 +76,7 @@ fn an_empty_config_takes_every_default() {
             stop_grace: Duration::from_secs(10),
             log_max_bytes: 1024 * 1024,
             metrics_listen: None,
+            reports: None,
             files: vec![dir.path()],
         }
     );
@@ -201,7 +202,7 @@ source = "ftp://hub.example.com/desired"
         DIR/edgeroll.toml:6:17: runtime.log_max_bytes: 0 is less than 1
         DIR/edgeroll.toml:8:10: desired.source: unsupported source `ftp://`, expected https://…, file:///path or an absolute path
         DIR/edgeroll.d/10-a.toml:2:14: runtime.stop_grace: duration `-1s` must be positive
-        DIR/edgeroll.d/10-a.toml:3:2: extra: unknown field, expected one of `agent`, `runtime`, `desired`, `metrics`
+        DIR/edgeroll.d/10-a.toml:3:2: extra: unknown field, expected one of `agent`, `runtime`, `desired`, `metrics`, `reports`
         DIR/edgeroll.d/20-b.toml:2:17: desired.poll_interval: expected a duration (seconds or a string such as "30s"), found a boolean
         DIR/edgeroll.d/20-b.toml:4:16: agent.labels.a: expected a string, found an integer
     "#]]);
@@ -346,4 +347,94 @@ allow_unsigned = "yes"
         DIR/edgeroll.toml:4:15: desired.client_cert: mutual TLS needs both: set desired.client_key too
         DIR/edgeroll.toml:5:18: desired.allow_unsigned: expected a boolean, found a string
     "#]]);
+}
+
+#[test]
+fn reports_take_an_https_or_mqtt_url_and_defaults() {
+    let dir = ConfigDir::new(
+        "[reports]\nurl = \"https://hub.example.com/v1/reports\"\noutbox_max_bytes = 67108864\n",
+    );
+    let reports = dir.load().unwrap().reports.unwrap();
+    assert_eq!(
+        reports.url,
+        ReportsUrl::Http("https://hub.example.com/v1/reports".to_owned())
+    );
+    assert_eq!(reports.outbox_max_bytes, 64 * 1024 * 1024);
+    assert_eq!(reports.batch_max_reports, 500);
+    assert_eq!(reports.retry_max, Duration::from_secs(300));
+    let dir = ConfigDir::new(
+        "[reports]\nurl = \"mqtt://broker.example.com\"\nbatch_max_reports = 50\nca_file = \"ca.pem\"\n",
+    );
+    let reports = dir.load().unwrap().reports.unwrap();
+    assert_eq!(
+        reports.url,
+        ReportsUrl::Mqtt {
+            host: "broker.example.com".to_owned(),
+            port: 1883,
+            tls: false
+        }
+    );
+    assert_eq!(reports.url.to_string(), "mqtt://broker.example.com:1883");
+    assert_eq!(reports.ca_file, Some(dir.dir.path().join("ca.pem")));
+    assert_eq!(ConfigDir::new("").load().unwrap().reports, None);
+}
+
+#[test]
+fn bad_report_settings_name_their_field() {
+    let dir = ConfigDir::new(
+        r#"[reports]
+url = "http://hub.example.com/v1/reports"
+outbox_max_bytes = 10
+batch_max_reports = 0
+timeout = "0s"
+client_cert = "site.crt"
+"#,
+    );
+    dir.check_errors(expect![[r#"
+        DIR/edgeroll.toml:1:1: reports: client_cert and client_key go together: set both or neither
+        DIR/edgeroll.toml:2:7: reports.url: "http://hub.example.com/v1/reports": reports leave the site only over https:// (http:// is for a loopback receiver)
+        DIR/edgeroll.toml:3:20: reports.outbox_max_bytes: 10 is less than 4096
+        DIR/edgeroll.toml:4:21: reports.batch_max_reports: 0 is outside 1–100000
+        DIR/edgeroll.toml:5:11: reports.timeout: duration `0s` must be positive
+    "#]]);
+    ConfigDir::new("[reports]\nurl = \"ftp://x/y\"\n").check_errors(expect![[r#"
+        DIR/edgeroll.toml:2:7: reports.url: unsupported scheme `ftp://`, expected https://, mqtt:// or mqtts://
+    "#]]);
+    ConfigDir::new("[reports]\noutbox_max_bytes = 5000\n").check_errors(expect![[r#"
+        DIR/edgeroll.toml:1:1: reports.url: required field is missing
+    "#]]);
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 64, ..Default::default() })]
+
+    /// Any `reports.url` either loads as a url the sender can use or is one error naming the
+    /// field; nothing panics, and an accepted mqtt url shows as `mqtt[s]://host:port`.
+    #[test]
+    fn any_reports_url_loads_or_names_the_field(
+        url in proptest::prop_oneof![
+            "(https|http|mqtt|mqtts|ftp)://[a-z0-9.\\[\\]:]{0,20}(:[0-9]{1,6})?(/[a-z]{0,8})?",
+            ".{0,30}",
+        ]
+    ) {
+        let text = format!("[reports]\nurl = {}\n", toml::Value::String(url.clone()));
+        let dir = ConfigDir::new(&text);
+        match dir.load() {
+            Ok(config) => {
+                let reports = config.reports.expect("a [reports] section");
+                match &reports.url {
+                    ReportsUrl::Http(accepted) => proptest::prop_assert_eq!(accepted, &url),
+                    ReportsUrl::Mqtt { tls, .. } => {
+                        let shown = reports.url.to_string();
+                        let scheme = if *tls { "mqtts://" } else { "mqtt://" };
+                        proptest::prop_assert!(shown.starts_with(scheme), "{}", shown);
+                    }
+                }
+            }
+            Err(diagnostics) => {
+                proptest::prop_assert_eq!(diagnostics.len(), 1);
+                proptest::prop_assert!(diagnostics[0].message.starts_with("reports.url: "), "{}", diagnostics[0].message);
+            }
+        }
+    }
 }

@@ -37,6 +37,7 @@ fn an_accepted_document_and_the_floor_survive_a_restart() {
                 Some("sig"),
                 Timestamp::from_millis(5_000),
                 &source,
+                &[],
             )
             .unwrap();
         // The floor never moves back.
@@ -70,6 +71,7 @@ fn refusals_are_kept_newest_last_and_bounded() {
                     last_result: format!("refused {index}"),
                     ..SourceRecord::default()
                 },
+                &[],
             )
             .unwrap();
     }
@@ -87,5 +89,79 @@ fn refusals_are_kept_newest_last_and_bounded() {
     assert_eq!(
         store.load_trust().unwrap().source.last_result,
         format!("refused {}", REFUSALS_KEPT + 4)
+    );
+}
+
+/// What the site did with a document reaches the outbox in the same transaction as the
+/// trust table's change: an acceptance with its serial and key, a refusal with its rule.
+#[test]
+fn acceptances_and_refusals_are_reported_through_the_outbox() {
+    use edgeroll::report::Reporting;
+    use edgeroll::store::BatchLimits;
+    use edgeroll::wire::report::ReportBody;
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let reporting = Reporting::enabled();
+    let at = Timestamp::from_millis(1_000);
+    store
+        .accept_document(
+            &accepted(7),
+            b"serial = 7",
+            Some("sig"),
+            at,
+            &SourceRecord::default(),
+            &reporting.for_document(
+                at,
+                Some(7),
+                "applied",
+                None,
+                "accepted",
+                Some("ABCDEF0123456789"),
+            ),
+        )
+        .unwrap();
+    let refusal = RefusalRecord {
+        at,
+        rule: "serial".to_owned(),
+        message: "serial 6 is older than serial 7".to_owned(),
+    };
+    store
+        .refuse_document(
+            &refusal,
+            &SourceRecord::default(),
+            &reporting.for_document(at, None, "refused", Some("serial"), &refusal.message, None),
+        )
+        .unwrap();
+    let batch = store
+        .outbox_batch(
+            "store-0042",
+            None,
+            BatchLimits {
+                max_reports: 10,
+                max_bytes: 1 << 20,
+            },
+        )
+        .unwrap()
+        .expect("two reports are owed");
+    let bodies: Vec<(String, Option<u64>, Option<String>)> = batch
+        .reports
+        .iter()
+        .map(|report| match &report.body {
+            ReportBody::Document {
+                outcome,
+                serial,
+                rule,
+                ..
+            } => (outcome.clone(), *serial, rule.clone()),
+            other => panic!("not a document report: {other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        bodies,
+        vec![
+            ("applied".to_owned(), Some(7), None),
+            ("refused".to_owned(), None, Some("serial".to_owned())),
+        ]
     );
 }

@@ -24,6 +24,9 @@ pub struct Status {
     /// Site-level events (`DocumentRefused`, `DocumentPullFailed`), oldest first.
     #[serde(default)]
     pub events: Vec<Event>,
+    /// The report outbox and its delivery; absent when no `[reports]` receiver is configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reports: Option<ReportsStatus>,
 }
 
 /// The desired source: where the document comes from and what the last pull gave.
@@ -49,6 +52,45 @@ pub struct SourceStatus {
     pub expires: Option<String>,
     /// Whether it has expired: it keeps running, and no new rollout starts from it.
     pub stale: bool,
+}
+
+/// The report outbox: what the site still owes its center and how delivery goes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReportsStatus {
+    /// The receiver (`reports.url`).
+    pub url: String,
+    /// Reports not yet acknowledged.
+    pub depth: u64,
+    /// Their size, bytes of JSON.
+    pub bytes: u64,
+    /// The bound (`reports.outbox_max_bytes`).
+    pub max_bytes: u64,
+    /// The highest sequence number given out.
+    pub last_seq: u64,
+    /// The receiver's acknowledged high-water mark.
+    pub acked: u64,
+    /// Sequence number of the oldest undelivered report.
+    #[serde(default)]
+    pub oldest_seq: Option<u64>,
+    /// When the oldest undelivered report happened (RFC 3339).
+    #[serde(default)]
+    pub oldest_at: Option<String>,
+    /// The last delivery attempt (RFC 3339).
+    #[serde(default)]
+    pub last_attempt_at: Option<String>,
+    /// The last acknowledged delivery (RFC 3339).
+    #[serde(default)]
+    pub last_success_at: Option<String>,
+    /// What the last attempt gave.
+    #[serde(default)]
+    pub last_result: Option<String>,
+    /// Whether the last attempt was acknowledged.
+    #[serde(default)]
+    pub last_ok: bool,
+    /// Reports dropped because the outbox was full, by kind (only measurements are dropped).
+    #[serde(default)]
+    pub dropped: std::collections::BTreeMap<String, u64>,
 }
 
 /// One service.

@@ -6,7 +6,9 @@
 
 use std::fmt::Write as _;
 
-use crate::api::types::{AnalysisRun, Event, Instance, ServiceStatus, SourceStatus, Status};
+use crate::api::types::{
+    AnalysisRun, Event, Instance, ReportsStatus, ServiceStatus, SourceStatus, Status,
+};
 
 /// Width of the label column of the summary (`Name:`, `Status:`, …).
 const LABEL_WIDTH: usize = 17;
@@ -27,6 +29,9 @@ pub fn render_text(status: &Status) -> String {
     if !status.events.is_empty() {
         push_event_list(&mut text, "Site events:", &status.events);
     }
+    if let Some(reports) = &status.reports {
+        push_reports(&mut text, reports);
+    }
     if status.services.is_empty() {
         text.push_str("\nNo services: no desired document for this site has been applied yet.\n");
     }
@@ -35,6 +40,50 @@ pub fn render_text(status: &Status) -> String {
         text.push_str(&render_service_text(service));
     }
     text
+}
+
+/// The report outbox: where reports go, what is still owed, how the last delivery went.
+fn push_reports(text: &mut String, reports: &ReportsStatus) {
+    push_field(text, "Reports:", &reports.url);
+    let mut outbox = format!(
+        "{} undelivered ({} of {} bytes)",
+        reports.depth, reports.bytes, reports.max_bytes
+    );
+    if let (Some(seq), Some(at)) = (reports.oldest_seq, &reports.oldest_at) {
+        let _ = write!(outbox, ", oldest #{seq} from {at}");
+    }
+    push_field(text, "  Outbox:", &outbox);
+    push_field(
+        text,
+        "  Acknowledged:",
+        &format!("up to #{} of #{}", reports.acked, reports.last_seq),
+    );
+    if let Some(at) = &reports.last_attempt_at {
+        let verdict = if reports.last_ok { "ok" } else { "failed" };
+        let result = reports.last_result.as_deref().unwrap_or("");
+        push_field(
+            text,
+            "  LastDelivery:",
+            &format!("{at} {verdict}: {result}"),
+        );
+    }
+    if !reports.last_ok {
+        if let Some(at) = &reports.last_success_at {
+            push_field(text, "  LastSuccess:", at);
+        }
+    }
+    if !reports.dropped.is_empty() {
+        let dropped: Vec<String> = reports
+            .dropped
+            .iter()
+            .map(|(kind, count)| format!("{count} {kind}"))
+            .collect();
+        push_field(
+            text,
+            "  Dropped:",
+            &format!("{} (outbox full)", dropped.join(", ")),
+        );
+    }
 }
 
 /// Render one service: summary, tree, latest events.

@@ -59,6 +59,7 @@ fn sources(services: Vec<ServiceStatus>, proxies: ProxyMetrics) -> Sources {
         services,
         source: None,
         events: Vec::new(),
+        reports: None,
     };
     // The senders may go: a receiver keeps the last value.
     Sources {

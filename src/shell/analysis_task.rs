@@ -39,7 +39,11 @@ impl Shell {
                 }
             },
         };
-        if let Err(error) = self.store.save_analysis_run(&run.id, name, &run) {
+        let reports = self.reporting.for_analysis(None, &run, now);
+        if let Err(error) = self
+            .store
+            .save_analysis_run_reporting(&run.id, name, &run, &reports)
+        {
             error!(service = %name, %error, "cannot save the analysis run");
         }
         if is_terminal(run.phase) {
@@ -104,8 +108,13 @@ impl Shell {
         };
         if let Some(run) = slot.runs.iter_mut().find(|run| run.id == run_id) {
             if !is_terminal(run.phase) {
+                let before = run.clone();
                 analysis::terminate(run, now, reason);
-                if let Err(error) = self.store.save_analysis_run(run_id, name, &*run) {
+                let reports = self.reporting.for_analysis(Some(&before), run, now);
+                if let Err(error) = self
+                    .store
+                    .save_analysis_run_reporting(run_id, name, &*run, &reports)
+                {
                     error!(service = %name, %error, "cannot save the analysis run");
                 }
             }
@@ -120,7 +129,18 @@ impl Shell {
             debug!(run = %run.id, "a round arrived after its run was stopped; dropped");
             return;
         }
-        if let Err(error) = self.store.save_analysis_run(&run.id, &run.service, &run) {
+        // The run and the reports of its new measurements (and verdict) commit together; the
+        // copy the loop holds is the one last committed.
+        let now = self.clock.now();
+        let before = self
+            .services
+            .get(&run.service)
+            .and_then(|slot| slot.runs.iter().find(|existing| existing.id == run.id));
+        let reports = self.reporting.for_analysis(before, &run, now);
+        if let Err(error) =
+            self.store
+                .save_analysis_run_reporting(&run.id, &run.service, &run, &reports)
+        {
             error!(run = %run.id, %error, "cannot save the analysis run");
         }
         self.analysis_updated(run);

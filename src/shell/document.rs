@@ -47,6 +47,8 @@ impl Shell {
                 old.log_max_bytes != new.log_max_bytes,
             ),
             ("metrics.listen", old.metrics_listen != new.metrics_listen),
+            // The sender runs with the settings (and the site name) it started with.
+            ("reports", old.reports != new.reports),
         ]
         .into_iter()
         .filter(|(_, changed)| *changed)

@@ -19,6 +19,7 @@ pub(super) fn empty(site: &str) -> Status {
         services: Vec::new(),
         source: None,
         events: Vec::new(),
+        reports: None,
     }
 }
 
@@ -104,6 +105,7 @@ pub(super) fn build(
             .collect(),
         source: None,
         events: Vec::new(),
+        reports: None,
     }
 }
 

@@ -44,6 +44,34 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX analysis_runs_by_service ON analysis_runs (service, seq);
     ",
+    // Version 2: the report outbox (owned by `store/outbox.rs`). AUTOINCREMENT, so a sequence
+    // number is never given out twice, even after its row is deleted.
+    "
+    CREATE TABLE outbox (
+        seq  INTEGER PRIMARY KEY AUTOINCREMENT,
+        at   INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        body TEXT NOT NULL
+    );
+    CREATE INDEX outbox_by_kind ON outbox (kind, seq);
+    CREATE TABLE outbox_state (
+        id              INTEGER PRIMARY KEY CHECK (id = 1),
+        acked           INTEGER NOT NULL,
+        rows            INTEGER NOT NULL,
+        bytes           INTEGER NOT NULL,
+        last_attempt_at INTEGER,
+        last_success_at INTEGER,
+        last_result     TEXT,
+        last_ok         INTEGER
+    );
+    INSERT INTO outbox_state (id, acked, rows, bytes) VALUES (1, 0, 0, 0);
+    CREATE TABLE outbox_dropped (
+        kind    TEXT PRIMARY KEY NOT NULL,
+        pending INTEGER NOT NULL,
+        total   INTEGER NOT NULL
+    );
+    ",
     // Version 3 (the pull; the outbox's version 2 comes before it): what the site trusts
     // about its desired document (one row, owned by `store::trust`) and the documents it
     // refused.

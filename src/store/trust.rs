@@ -14,6 +14,7 @@
 use rusqlite::{params, OptionalExtension};
 use serde::{Deserialize, Serialize};
 
+use super::outbox::NewReport;
 use super::{Error, Store};
 use crate::time::Timestamp;
 use crate::trust::{Accepted, TrustState};
@@ -133,8 +134,9 @@ impl Store {
     }
 
     /// Record an accepted document in one transaction: its serial and digest, its bytes and
-    /// signature, the clock floor raised to `floor`, and the source's status. Returns once the
-    /// commit is durable; only then may the document be applied.
+    /// signature, the clock floor raised to `floor`, the source's status and `reports` (the
+    /// document's report, for the outbox). Returns once the commit is durable; only then may the
+    /// document be applied.
     pub fn accept_document(
         &self,
         accepted: &Accepted,
@@ -142,10 +144,12 @@ impl Store {
         signature: Option<&str>,
         floor: Timestamp,
         source: &SourceRecord,
+        reports: &[NewReport],
     ) -> Result<(), Error> {
         let source = encode_source(source)?;
         let serial = i64::try_from(accepted.serial).unwrap_or(i64::MAX);
-        self.write(
+        let prepared = self.prepare_reports(reports)?;
+        let seqs = self.write(
             format!(
                 "record accepted desired document serial {}",
                 accepted.serial
@@ -164,20 +168,24 @@ impl Store {
                         source
                     ],
                 )?;
-                // outbox: the document's acceptance is appended here, in this transaction.
-                Ok(())
+                super::outbox::append(transaction, &prepared)
             },
-        )
+        )?;
+        self.reports_committed(&seqs);
+        Ok(())
     }
 
-    /// Record a refused document in one transaction: its row and the source's status.
+    /// Record a refused document in one transaction: its row, the source's status and `reports`
+    /// (the `DocumentRefused` report, for the outbox).
     pub fn refuse_document(
         &self,
         refusal: &RefusalRecord,
         source: &SourceRecord,
+        reports: &[NewReport],
     ) -> Result<(), Error> {
         let source = encode_source(source)?;
-        self.write(
+        let prepared = self.prepare_reports(reports)?;
+        let seqs = self.write(
             format!("record refused desired document ({})", refusal.rule),
             |transaction| {
                 transaction.execute(
@@ -192,10 +200,11 @@ impl Store {
                     "UPDATE trust SET source = ?1 WHERE id = 1",
                     params![source],
                 )?;
-                // outbox: the DocumentRefused report is appended here, in this transaction.
-                Ok(())
+                super::outbox::append(transaction, &prepared)
             },
-        )
+        )?;
+        self.reports_committed(&seqs);
+        Ok(())
     }
 
     /// Record the source's status (an attempt that brought no new document), raising the clock

@@ -73,6 +73,7 @@ pub fn sample_status() -> Status {
         }],
         source: None,
         events: Vec::new(),
+        reports: None,
     }
 }
 

@@ -186,6 +186,7 @@ fn paused_canary_with_analysis() {
         services: vec![paused_canary()],
         source: None,
         events: Vec::new(),
+        reports: None,
     };
     expect![[r#"
         Site:            store-0042
@@ -280,6 +281,7 @@ fn a_site_without_services() {
         services: Vec::new(),
         source: None,
         events: Vec::new(),
+        reports: None,
     };
     expect![[r#"
         Site:            store-0042
@@ -295,6 +297,7 @@ fn a_site_with_a_pulled_source_and_a_refused_document() {
         api_version: "edgeroll/v1".to_owned(),
         site: "store-0042".to_owned(),
         services: Vec::new(),
+        reports: None,
         source: Some(crate::api::types::SourceStatus {
             url: "https://hub.example.com/v1/sites/store-0042/desired".to_owned(),
             last_attempt: Some("2026-12-01T10:00:30Z".to_owned()),
@@ -328,4 +331,43 @@ fn a_site_with_a_pulled_source_and_a_refused_document() {
         No services: no desired document for this site has been applied yet.
     "#]]
     .assert_eq(&render_text(&status));
+}
+
+#[test]
+fn the_report_outbox_after_a_failed_delivery() {
+    let status = Status {
+        api_version: "edgeroll/v1".to_owned(),
+        site: "store-0042".to_owned(),
+        services: Vec::new(),
+        source: None,
+        events: Vec::new(),
+        reports: Some(crate::api::types::ReportsStatus {
+            url: "https://hub.example.com/v1/reports".to_owned(),
+            depth: 12,
+            bytes: 3_456,
+            max_bytes: 67_108_864,
+            last_seq: 52,
+            acked: 40,
+            oldest_seq: Some(41),
+            oldest_at: Some("2026-12-01T19:00:00.000Z".to_owned()),
+            last_attempt_at: Some("2026-12-01T19:05:00.000Z".to_owned()),
+            last_success_at: Some("2026-12-01T19:01:00.000Z".to_owned()),
+            last_result: Some(
+                "https://hub.example.com/v1/reports answered 503 Service Unavailable".to_owned(),
+            ),
+            last_ok: false,
+            dropped: [("measurement".to_owned(), 3)].into_iter().collect(),
+        }),
+    };
+    expect![[r#"
+        Site:            store-0042
+        Reports:         https://hub.example.com/v1/reports
+          Outbox:        12 undelivered (3456 of 67108864 bytes), oldest #41 from 2026-12-01T19:00:00.000Z
+          Acknowledged:  up to #40 of #52
+          LastDelivery:  2026-12-01T19:05:00.000Z failed: https://hub.example.com/v1/reports answered 503 Service Unavailable
+          LastSuccess:   2026-12-01T19:01:00.000Z
+          Dropped:       3 measurement (outbox full)
+
+        No services: no desired document for this site has been applied yet.
+    "#]].assert_eq(&render_text(&status));
 }
