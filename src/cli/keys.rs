@@ -301,16 +301,15 @@ impl Terminal {
         let mut quiet = saved.clone();
         quiet.local_flags.remove(LocalFlags::ECHO);
         quiet.local_flags.insert(LocalFlags::ECHONL);
-        self.file
-            .write_all(prompt.as_bytes())
-            .and_then(|()| self.file.flush())
-            .map_err(|error| failed(error.to_string()))?;
+        // Echo goes off before the prompt shows, so an answer typed at once is not echoed.
         tcsetattr(&self.file, SetArg::TCSADRAIN, &quiet)
             .map_err(|error| failed(error.to_string()))?;
         let mut line = String::new();
         let read = self
             .file
-            .try_clone()
+            .write_all(prompt.as_bytes())
+            .and_then(|()| self.file.flush())
+            .and_then(|()| self.file.try_clone())
             .and_then(|file| BufReader::new(file).read_line(&mut line));
         let restored = tcsetattr(&self.file, SetArg::TCSADRAIN, &saved);
         let count = read.map_err(|error| failed(error.to_string()))?;
