@@ -214,6 +214,30 @@ fn a_document_signed_by_minisign_with_an_unencrypted_key_verifies_in_edgeroll() 
     .expect("verifies");
     let signed_at = verified.signed_at().expect("a timestamp");
     assert!(signed_at.abs_diff(now_secs()) < 600, "{verified:?}");
+
+    // minisign's unencrypted key (written without a checksum) signs in edgeroll too.
+    let output = edgeroll(
+        dir.path(),
+        &["sign", "desired.toml", "--key", "ms.key"],
+        None,
+    );
+    succeeded("edgeroll sign with minisign's -W key", &output);
+    let output = minisign(
+        &[
+            "-V",
+            "-p",
+            public.to_str().expect("utf-8"),
+            "-m",
+            document.to_str().expect("utf-8"),
+        ],
+        "",
+    );
+    succeeded("minisign -V", &output);
+    assert!(
+        text(&output.stdout).contains("serial:17 selector:cohort=pilot"),
+        "{}",
+        text(&output.stdout)
+    );
 }
 
 #[test]
