@@ -280,6 +280,9 @@ pub fn verify(
     })
 }
 
+/// The untrusted comment of the signatures edgeroll writes (minisign shows it, nothing checks it).
+const UNTRUSTED_COMMENT: &str = "signature from edgeroll secret key";
+
 /// A secret key, decrypted, ready to sign.
 pub struct SigningKey {
     key: minisign::SecretKey,
@@ -353,7 +356,7 @@ impl SigningKey {
             &self.key,
             Cursor::new(document),
             Some(trusted_comment),
-            None,
+            Some(UNTRUSTED_COMMENT),
         )
         .map(minisign::SignatureBox::into_string)
         .map_err(|error| SignatureError::BadKey(error.to_string()))
