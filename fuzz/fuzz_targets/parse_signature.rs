@@ -8,8 +8,9 @@
 use edgeroll::wire::signature::{self, SigningKey, TrustedKey};
 use libfuzzer_sys::fuzz_target;
 
-/// A real key, so that the fuzzer can reach the verification of a signature it names.
-const PUBLIC_KEY: &str = "RWQE4MzoTfT+YzsyvyJHzAhDRsYgS2fddxU59jXZCKB+Dsy+SrRtgfl+";
+/// A real key (the README's), so that the fuzzer reaches the verification of a signature that
+/// names it: seed the corpus with the README's `desired.toml.minisig`.
+const PUBLIC_KEY: &str = "RWQfspqSgYtKqpbZb9Rx99Bal+sHR8Y0+edmgZhhPd1QhD7x+cD4UmII";
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
