@@ -641,6 +641,36 @@ fn a_password_is_asked_on_the_terminal_without_echo() {
     );
     succeeded("minisign -V", &output);
 
+    // Ctrl-C ends the prompt (the terminal is not left without echo) and writes nothing.
+    let interrupted = dir.path().join("interrupted");
+    std::fs::create_dir(&interrupted).expect("mkdir");
+    let (code, shown) = on_a_terminal(
+        &interrupted,
+        &format!("{binary} keygen"),
+        &[("Password for the new secret key: ", "half\u{3}")],
+    );
+    assert_eq!(code, Some(1), "{shown}");
+    assert!(shown.contains("interrupted; nothing written"), "{shown}");
+    assert!(!interrupted.join("edgeroll.key").exists());
+
+    // Backspace edits the password as on any prompt.
+    let edited = dir.path().join("edited");
+    std::fs::create_dir(&edited).expect("mkdir");
+    let (code, shown) = on_a_terminal(
+        &edited,
+        &format!("{binary} keygen"),
+        &[
+            ("Password for the new secret key: ", "pass-wordX\u{7f}"),
+            ("The same password again: ", "pass-word"),
+        ],
+    );
+    assert_eq!(code, Some(0), "{shown}");
+    std::fs::write(edited.join("desired.toml"), DOCUMENT).expect("write");
+    succeeded(
+        "sign with the edited password",
+        &edgeroll(&edited, &["sign", "desired.toml"], Some("pass-word")),
+    );
+
     let other = dir.path().join("other");
     std::fs::create_dir(&other).expect("mkdir");
     let (code, shown) = on_a_terminal(

@@ -12,7 +12,7 @@
 //! renamed).
 
 use std::fs::{File, OpenOptions, Permissions};
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -154,24 +154,7 @@ fn sign_document(document: &Path, key: &Path, now_secs: u64) -> Result<Vec<Strin
     let parsed = crate::spec::parse::parse_document(document, text)
         .map_err(|diagnostics| Refusal::Invalid(diagnostic_lines(document, &diagnostics)))?;
 
-    let key_text = std::fs::read_to_string(key).map_err(|error| {
-        Failed(format!(
-            "cannot read the secret key {}: {error} (make one with `edgeroll keygen`, or name it \
-             with --key or EDGEROLL_KEY)",
-            key.display()
-        ))
-    })?;
-    let password = if SigningKey::is_encrypted(&key_text) {
-        Some(existing_password(key)?)
-    } else {
-        None
-    };
-    let signing_key = SigningKey::parse(&key_text, password).map_err(|error| {
-        Failed(format!(
-            "cannot use the secret key {}: {error}",
-            key.display()
-        ))
-    })?;
+    let signing_key = load_signing_key(key).map_err(Failed)?;
     // `Document` gains `expires` with the trust rules; until then no document has one.
     let expires: Option<&str> = None;
     let comment = signature::trusted_comment(&SignedFields {
@@ -197,6 +180,25 @@ fn sign_document(document: &Path, key: &Path, now_secs: u64) -> Result<Vec<Strin
         ),
         format!("trusted comment: {comment}"),
     ])
+}
+
+/// Read the secret key file at `key`; an encrypted one is decrypted with the password from
+/// `EDGEROLL_KEY_PASSWORD`, else asked on the terminal. The error is the message for the user.
+pub(crate) fn load_signing_key(key: &Path) -> Result<SigningKey, String> {
+    let key_text = std::fs::read_to_string(key).map_err(|error| {
+        format!(
+            "cannot read the secret key {}: {error} (make one with `edgeroll keygen`, or name it \
+             with --key or EDGEROLL_KEY)",
+            key.display()
+        )
+    })?;
+    let password = if SigningKey::is_encrypted(&key_text) {
+        Some(existing_password(key).map_err(|Failed(message)| message)?)
+    } else {
+        None
+    };
+    SigningKey::parse(&key_text, password)
+        .map_err(|error| format!("cannot use the secret key {}: {error}", key.display()))
 }
 
 /// Write `bytes` to `path` with `mode`, through a temporary file in the same directory and a
@@ -294,30 +296,113 @@ impl Terminal {
     }
 
     /// Print `prompt`, read one line with echo off, and restore the terminal.
+    ///
+    /// The terminal is put in non-canonical mode without signals while the password is typed, so
+    /// Ctrl-C arrives as a byte and ends the prompt here, with the terminal restored, instead of
+    /// killing edgeroll and leaving the terminal without echo. Backspace, Ctrl-U (erase the line)
+    /// and Ctrl-D (end of input, on an empty line) work as in a normal prompt.
     fn ask(&mut self, prompt: &str) -> Result<String, Failed> {
-        use nix::sys::termios::{tcgetattr, tcsetattr, LocalFlags, SetArg};
+        use nix::sys::termios::{
+            tcgetattr, tcsetattr, LocalFlags, SetArg, SpecialCharacterIndices,
+        };
         let failed = |error: String| Failed(format!("cannot read the password: {error}"));
         let saved = tcgetattr(&self.file).map_err(|error| failed(error.to_string()))?;
         let mut quiet = saved.clone();
-        quiet.local_flags.remove(LocalFlags::ECHO);
-        quiet.local_flags.insert(LocalFlags::ECHONL);
+        quiet
+            .local_flags
+            .remove(LocalFlags::ECHO | LocalFlags::ICANON | LocalFlags::ISIG);
+        quiet.control_chars[SpecialCharacterIndices::VMIN as usize] = 1;
+        quiet.control_chars[SpecialCharacterIndices::VTIME as usize] = 0;
         // Echo goes off before the prompt shows, so an answer typed at once is not echoed.
         tcsetattr(&self.file, SetArg::TCSADRAIN, &quiet)
             .map_err(|error| failed(error.to_string()))?;
-        let mut line = String::new();
-        let read = self
+        let answer = self
             .file
             .write_all(prompt.as_bytes())
             .and_then(|()| self.file.flush())
-            .and_then(|()| self.file.try_clone())
-            .and_then(|file| BufReader::new(file).read_line(&mut line));
+            .and_then(|()| read_answer(&mut self.file));
         let restored = tcsetattr(&self.file, SetArg::TCSADRAIN, &saved);
-        let count = read.map_err(|error| failed(error.to_string()))?;
+        let _ = self.file.write_all(b"\n");
         restored.map_err(|error| failed(error.to_string()))?;
-        if count == 0 {
-            return Err(failed("end of input".to_owned()));
+        match answer.map_err(|error| failed(error.to_string()))? {
+            Answer::Line(bytes) => String::from_utf8(bytes)
+                .map_err(|_| failed("the password is not valid UTF-8".to_owned())),
+            Answer::Interrupted => Err(Failed("interrupted; nothing written".to_owned())),
+            Answer::End => Err(failed("end of input".to_owned())),
         }
-        let password = line.strip_suffix('\n').unwrap_or(&line);
-        Ok(password.strip_suffix('\r').unwrap_or(password).to_owned())
+    }
+}
+
+/// How a password prompt ended.
+enum Answer {
+    /// Enter, after these bytes.
+    Line(Vec<u8>),
+    /// Ctrl-C.
+    Interrupted,
+    /// Ctrl-D on an empty line, or the terminal went away.
+    End,
+}
+
+/// Read a line byte by byte from a terminal in non-canonical mode, editing it as a canonical
+/// terminal would.
+fn read_answer(terminal: &mut impl std::io::Read) -> std::io::Result<Answer> {
+    const INTERRUPT: u8 = 0x03;
+    const END: u8 = 0x04;
+    const BACKSPACE: u8 = 0x08;
+    const KILL_LINE: u8 = 0x15;
+    const DELETE: u8 = 0x7f;
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    loop {
+        if terminal.read(&mut byte)? == 0 {
+            return Ok(Answer::End);
+        }
+        match byte[0] {
+            b'\r' | b'\n' => return Ok(Answer::Line(line)),
+            INTERRUPT => return Ok(Answer::Interrupted),
+            END if line.is_empty() => return Ok(Answer::End),
+            END => {}
+            BACKSPACE | DELETE => {
+                // Drop one character: its continuation bytes, then its first byte.
+                while line.last().is_some_and(|last| last & 0xC0 == 0x80) {
+                    line.pop();
+                }
+                line.pop();
+            }
+            KILL_LINE => line.clear(),
+            other => line.push(other),
+        }
+        if line.len() > MAX_PASSWORD_BYTES {
+            return Err(std::io::Error::other(format!(
+                "longer than {MAX_PASSWORD_BYTES} bytes"
+            )));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn typed(bytes: &[u8]) -> Answer {
+        read_answer(&mut std::io::Cursor::new(bytes.to_vec())).expect("read")
+    }
+
+    #[test]
+    fn a_typed_password_is_edited_as_on_a_normal_terminal() {
+        assert!(matches!(typed(b"secret\n"), Answer::Line(line) if line == b"secret"));
+        assert!(matches!(typed(b"secret\r"), Answer::Line(line) if line == b"secret"));
+        assert!(matches!(typed(b"secrex\x7ft\n"), Answer::Line(line) if line == b"secret"));
+        assert!(
+            matches!(typed("sé\x08\x08secret\n".as_bytes()), Answer::Line(line) if line == b"secret")
+        );
+        assert!(matches!(typed(b"wrong\x15secret\n"), Answer::Line(line) if line == b"secret"));
+        assert!(matches!(typed(b"\x7f\n"), Answer::Line(line) if line.is_empty()));
+        assert!(matches!(typed(b"sec\x03ret\n"), Answer::Interrupted));
+        assert!(matches!(typed(b"\x04"), Answer::End));
+        assert!(matches!(typed(b"se\x04cret\n"), Answer::Line(line) if line == b"secret"));
+        assert!(matches!(typed(b"no end"), Answer::End));
+        let long = vec![b'a'; MAX_PASSWORD_BYTES + 1];
+        assert!(read_answer(&mut std::io::Cursor::new(long)).is_err());
     }
 }
