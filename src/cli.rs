@@ -7,6 +7,7 @@
 mod action;
 mod client;
 mod get;
+mod keys;
 mod render;
 mod run;
 mod validate;
@@ -124,6 +125,26 @@ pub enum Command {
         #[arg(long, default_value_t = 0)]
         latency_ms: u64,
     },
+    /// Make an Ed25519 key pair for signing desired documents (minisign format).
+    Keygen {
+        /// Where to write edgeroll.pub and edgeroll.key.
+        #[arg(long, value_name = "DIR", default_value = ".")]
+        out: PathBuf,
+        /// Write the secret key without a password (for automation; as `minisign -G -W`).
+        #[arg(long)]
+        unencrypted: bool,
+        /// Replace an existing key pair.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Validate a desired document and sign it: writes DOCUMENT.minisig.
+    Sign {
+        /// The desired document.
+        document: PathBuf,
+        /// The secret key (a password-protected one takes EDGEROLL_KEY_PASSWORD or asks).
+        #[arg(long, value_name = "FILE", env = "EDGEROLL_KEY", default_value = keys::SECRET_KEY_FILE)]
+        key: PathBuf,
+    },
 }
 
 /// Output format of `get` and `demo`.
@@ -197,6 +218,15 @@ pub fn execute(cli: Cli) -> u8 {
             error_rate,
             latency_ms,
         }),
+        Command::Keygen {
+            out,
+            unencrypted,
+            force,
+        } => keys::keygen(&out, unencrypted, force),
+        Command::Sign { document, key } => {
+            let now = crate::shell::clock::Clock::system().now();
+            keys::sign(&document, &key, now.as_millis() / 1000)
+        }
     }
 }
 

@@ -87,6 +87,13 @@ The agent config, as \fB\-\-config\fR.
 .B EDGEROLL_SOCKET
 The API socket, as \fB\-\-socket\fR.
 .TP
+.B EDGEROLL_KEY
+The secret key of \fBedgeroll sign\fR, as \fB\-\-key\fR.
+.TP
+.B EDGEROLL_KEY_PASSWORD
+The password of the secret key, for \fBedgeroll keygen\fR and \fBedgeroll sign\fR; without it they
+ask on the terminal.
+.TP
 .B EDGEROLL_LOG
 The log filter of \fBedgeroll run\fR (for example \fBinfo\fR or \fBedgeroll=debug\fR).
 .SH EXIT STATUS

@@ -156,7 +156,8 @@ fn bad_usage_exits_with_2() {
         &["edgeroll", "get", "-o", "yaml"],
         &["edgeroll", "undo", "web", "--to-revision", "three"],
         &["edgeroll", "sample-app"],
-        &["edgeroll", "keygen"],
+        &["edgeroll", "sign"],
+        &["edgeroll", "keygen", "--out"],
     ] {
         let error = usage_error(args);
         assert_eq!(
