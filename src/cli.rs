@@ -7,6 +7,7 @@
 mod action;
 mod client;
 mod get;
+mod hub;
 mod render;
 mod run;
 mod validate;
@@ -109,6 +110,13 @@ pub enum Command {
         #[arg(short, long, value_enum, default_value_t = Output::Text)]
         output: Output,
     },
+    /// The reference center: serve desired documents to sites and ingest their reports
+    /// (config: --config, default /etc/edgeroll/hub.toml).
+    Hub {
+        /// What to do [default: run the hub].
+        #[command(subcommand)]
+        command: Option<HubCommand>,
+    },
     /// A tiny HTTP service for demos and tests.
     SampleApp {
         /// Port on 127.0.0.1 (0 picks one).
@@ -124,6 +132,13 @@ pub enum Command {
         #[arg(long, default_value_t = 0)]
         latency_ms: u64,
     },
+}
+
+/// The verbs of `edgeroll hub` (fleet plans add `get`, `promote`, `abort`, `pause`, `resume`).
+#[derive(Debug, Subcommand)]
+pub enum HubCommand {
+    /// Run the hub until SIGTERM or SIGINT (the default); SIGHUP reloads the documents.
+    Run,
 }
 
 /// Output format of `get` and `demo`.
@@ -186,6 +201,9 @@ pub fn execute(cli: Cli) -> u8 {
         Command::Pause { service } => operate(&socket(), &service, OperatorAction::Pause),
         Command::Resume { service } => operate(&socket(), &service, OperatorAction::Resume),
         Command::Demo { output } => run::demo(output == Output::Json),
+        Command::Hub { command } => match command.unwrap_or(HubCommand::Run) {
+            HubCommand::Run => hub::run(cli.config.as_deref()),
+        },
         Command::SampleApp {
             port,
             version,

@@ -11,6 +11,7 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod diag;
+pub mod hub;
 pub mod provider;
 pub mod proxy;
 pub mod rollout;

@@ -64,7 +64,7 @@ pub(crate) fn run(config_path: &Path) -> u8 {
 
 /// Logs go to stderr (journald captures it), filtered by `EDGEROLL_LOG`, without colours when
 /// stderr is not a terminal.
-fn init_logging(default_filter: &str) {
+pub(super) fn init_logging(default_filter: &str) {
     let filter =
         EnvFilter::try_from_env(LOG_FILTER_ENV).unwrap_or_else(|_| EnvFilter::new(default_filter));
     let result = tracing_subscriber::fmt()
@@ -78,7 +78,7 @@ fn init_logging(default_filter: &str) {
 }
 
 /// Cancel `shutdown` on the first SIGTERM or SIGINT.
-fn cancel_on_signals(shutdown: CancellationToken) -> std::io::Result<()> {
+pub(super) fn cancel_on_signals(shutdown: CancellationToken) -> std::io::Result<()> {
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
     tokio::spawn(async move {
