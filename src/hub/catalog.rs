@@ -48,7 +48,8 @@ pub struct ServedDocument {
     pub body: Bytes,
     /// `application/toml` or `application/json`.
     pub content_type: &'static str,
-    /// The ETag, quoted: `"{serial}-{16 hex digits of SHA-256 over body and signature}"`.
+    /// The ETag, quoted: `"{serial}-{16 hex digits of SHA-256 over the body and the signer}"`
+    /// (the signer: the `.minisig` text, or the hub's key id).
     pub etag: String,
     /// The text of the `.minisig` signature, if the document is signed.
     pub signature: Option<String>,
@@ -73,7 +74,15 @@ impl ServedDocument {
         } else {
             "application/toml"
         };
-        let etag = etag_of(document.serial, &body, signature.as_deref());
+        // minisign signatures are randomised (hedged), so a document the hub signs again after
+        // a restart gets another signature. The ETag names the hub's key instead of its
+        // signature: a site holding the earlier signature holds a valid one for the same bytes.
+        let identity = match &signer {
+            Signer::File => signature.clone().unwrap_or_default(),
+            Signer::Hub(key_id) => format!("hub:{key_id}"),
+            Signer::Unsigned => String::new(),
+        };
+        let etag = etag_of(document.serial, &body, Some(&identity));
         let signature_header = signature
             .as_deref()
             .and_then(|text| ct_codecs::Base64::encode_to_string(text.as_bytes()).ok());
@@ -103,8 +112,8 @@ impl ServedDocument {
     }
 }
 
-/// The ETag of a document: its serial, and a digest of its bytes and its signature (so a new
-/// signature over the same bytes is a new ETag too).
+/// The ETag of a document: its serial, and a digest of its bytes and of who signed it (so a
+/// new `.minisig` next to the same bytes is a new ETag too).
 pub fn etag_of(serial: u64, body: &[u8], signature: Option<&str>) -> String {
     let mut hasher = Sha256::new();
     hasher.update(body);
