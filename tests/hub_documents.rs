@@ -1,6 +1,9 @@
 //! `edgeroll hub` serving desired documents: the choice by selector and serial, ETags and 304,
 //! signatures (pre-signed and signed by the hub), reloads, and bad documents.
 
+// Real sockets and processes in real time.
+#![allow(clippy::disallowed_methods)]
+
 mod hub_support;
 
 use std::process::Command;
@@ -263,4 +266,42 @@ fn the_binary_reloads_on_sighup() {
     });
     let _ = child.kill();
     let _ = child.wait();
+}
+
+#[test]
+fn polls_are_answered_from_memory_while_the_database_is_write_locked() {
+    let dir = HubDir::new("127.0.0.1:0", "");
+    dir.write_document("fleet.toml", 41, "", "2.4.0");
+    let hub = InProcessHub::start(&dir);
+    let etag = poll(hub.address, "store-1", "", None)
+        .header("etag")
+        .expect("etag")
+        .to_owned();
+    // Another process holds the write lock of hub.db: the hub cannot write anything.
+    let locker = rusqlite::Connection::open(dir.dir.path().join("state").join("hub.db"))
+        .expect("open hub.db");
+    locker
+        .execute_batch("BEGIN IMMEDIATE;")
+        .expect("lock hub.db");
+    let started = std::time::Instant::now();
+    for index in 0..200 {
+        let site = format!("store-{index}");
+        assert_eq!(
+            poll(hub.address, &site, "cohort=pilot", Some(&etag)).status,
+            304
+        );
+    }
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "200 polls took {:?} with the database write-locked",
+        started.elapsed()
+    );
+    // A report batch cannot be stored meanwhile: the hub says so and the site comes back.
+    let refused = post_batch(hub.address, &batch("store-1", 1, 1, [1]));
+    assert_eq!(refused.status, 503, "{}", refused.text());
+    assert!(refused.header("retry-after").is_some());
+    locker.execute_batch("ROLLBACK;").expect("unlock");
+    drop(locker);
+    let accepted = post_batch(hub.address, &batch("store-1", 1, 1, [1]));
+    assert_eq!(accepted.status, 200, "{}", accepted.text());
 }
