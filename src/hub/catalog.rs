@@ -55,6 +55,10 @@ pub struct ServedDocument {
     pub signature: Option<String>,
     /// The signature as the [`crate::wire::SIGNATURE_HEADER`] carries it (base64).
     pub signature_header: Option<String>,
+    /// [`ServedDocument::etag`] as a header value, made once so a poll does not validate it.
+    pub etag_value: Option<http::HeaderValue>,
+    /// [`ServedDocument::signature_header`] as a header value, made once.
+    pub signature_value: Option<http::HeaderValue>,
     /// Who signed it.
     pub signer: Signer,
 }
@@ -92,6 +96,10 @@ impl ServedDocument {
             selector: document.selector.clone(),
             body,
             content_type,
+            etag_value: http::HeaderValue::from_str(&etag).ok(),
+            signature_value: signature_header
+                .as_deref()
+                .and_then(|value| http::HeaderValue::from_str(value).ok()),
             etag,
             signature,
             signature_header,

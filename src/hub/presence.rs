@@ -18,6 +18,9 @@ use super::store::Poll;
 #[derive(Debug, Default)]
 struct Entry {
     labels: Arc<BTreeMap<String, String>>,
+    /// The `edgeroll-labels` header the labels were parsed from, so an unchanged header (every
+    /// poll of a site) is compared, not parsed.
+    raw: String,
     at: Timestamp,
     dirty: bool,
     labels_dirty: bool,
@@ -51,16 +54,20 @@ impl Presence {
         }
     }
 
-    /// `site` polled at `now`, with `labels` if it sent them; returns the labels to select by
-    /// (the ones sent, else the ones it sent before).
+    /// `site` polled at `now`, with the value of its `edgeroll-labels` header if it sent one;
+    /// returns the labels to select by (the ones sent, else the ones it sent before).
     pub fn polled(
         &self,
         site: &str,
-        labels: Option<BTreeMap<String, String>>,
+        labels_header: Option<&str>,
         now: Timestamp,
     ) -> Arc<BTreeMap<String, String>> {
         let Ok(mut sites) = self.sites.lock() else {
-            return Arc::new(labels.unwrap_or_default());
+            return Arc::new(
+                labels_header
+                    .map(crate::wire::parse_labels_header)
+                    .unwrap_or_default(),
+            );
         };
         let entry = match sites.get_mut(site) {
             Some(entry) => entry,
@@ -68,10 +75,14 @@ impl Presence {
         };
         entry.at = entry.at.max(now);
         entry.dirty = true;
-        if let Some(labels) = labels {
-            if *entry.labels != labels {
-                entry.labels = Arc::new(labels);
-                entry.labels_dirty = true;
+        if let Some(raw) = labels_header {
+            if entry.raw != raw {
+                let labels = crate::wire::parse_labels_header(raw);
+                raw.clone_into(&mut entry.raw);
+                if *entry.labels != labels {
+                    entry.labels = Arc::new(labels);
+                    entry.labels_dirty = true;
+                }
             }
         }
         Arc::clone(&entry.labels)
@@ -143,11 +154,7 @@ mod tests {
         assert_eq!(dirty.len(), 1);
         assert_eq!(dirty[0].labels, None);
         assert!(presence.take_dirty().is_empty());
-        presence.polled(
-            "store-1",
-            Some(BTreeMap::from([("cohort".to_owned(), "fleet".to_owned())])),
-            Timestamp::from_millis(6),
-        );
+        presence.polled("store-1", Some("cohort=fleet"), Timestamp::from_millis(6));
         let dirty = presence.take_dirty();
         assert_eq!(dirty[0].labels.as_ref().map(BTreeMap::len), Some(1));
         assert_eq!(
