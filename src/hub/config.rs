@@ -302,6 +302,34 @@ fn read_broker(reader: &mut Reader<'_>, path: &str, value: &Value) -> Option<(St
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Whatever the text, parsing returns (never panics), and every problem points inside
+        /// the file.
+        #[test]
+        fn any_text_gives_a_config_or_problems_inside_the_file(text in "(?s).{0,200}") {
+            if let Err(diagnostics) = parse(Path::new("hub.toml"), &text) {
+                prop_assert!(!diagnostics.is_empty());
+                let lines = text.split('\n').count();
+                for diagnostic in diagnostics {
+                    prop_assert!(diagnostic.line >= 1 && diagnostic.line <= lines, "{diagnostic}");
+                    prop_assert!(diagnostic.column >= 1, "{diagnostic}");
+                }
+            }
+        }
+
+        /// Any listen address and broker port round-trip.
+        #[test]
+        fn addresses_and_ports_round_trip(a in 0u8.., b in 0u8.., port in 1u16.., broker_port in 1u16..) {
+            let text = format!(
+                "listen = \"{a}.{b}.0.1:{port}\"\n[mqtt]\nbroker = \"mqtt://broker:{broker_port}\"\n"
+            );
+            let config = parse(Path::new("hub.toml"), &text).expect("valid");
+            prop_assert_eq!(config.listen.port(), port);
+            prop_assert_eq!(config.mqtt.map(|mqtt| mqtt.port), Some(broker_port));
+        }
+    }
 
     fn parse_text(text: &str) -> Result<HubConfig, Vec<String>> {
         parse(Path::new("/etc/edgeroll/hub.toml"), text)
