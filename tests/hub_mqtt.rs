@@ -180,4 +180,18 @@ fn batches_from_mqtt_are_stored_once_and_survive_the_hub_being_away() {
     let mut expected: Vec<u64> = (1..=8).collect();
     expected.extend(12..=30);
     assert_eq!(seqs, expected);
+
+    // A burst from several sites at once, each site's batches in order (they share commits).
+    for first in (1..=300).step_by(3) {
+        for site in ["store-a", "store-b", "store-c"] {
+            publisher.batch(site, first, first + 2, first..=first + 2);
+        }
+    }
+    for site in ["store-a", "store-b", "store-c"] {
+        wait_for(&format!("the burst of {site}"), || {
+            high_water(hub.address, site) == 300
+        });
+        assert_eq!(held(hub.address, site).0, (1..=300).collect::<Vec<_>>());
+        assert_eq!(site_json(hub.address, site).expect(site)["gaps"], 0);
+    }
 }

@@ -4,8 +4,10 @@
 //! Owns the hub's MQTT session: MQTT 5 (rumqttc), a persistent session (clean start off, a
 //! long session expiry) so the broker keeps what sites publish while the hub is away, QoS 1,
 //! and manual acknowledgements: a message is PUBACKed only after its batch is durable in the
-//! store, so a hub killed mid-ingest gets it again from the broker. Messages are handled one at
-//! a time, in the order the broker delivers them (that keeps each site's batches in order).
+//! store, so a hub killed mid-ingest gets it again from the broker. Messages are queued to the
+//! store in the order the broker delivers them (the store judges them in that order, which
+//! keeps each site's batches in order) and acknowledged in that order as their commits land, so
+//! many messages share one commit.
 //! MQTT cannot answer 409, so a batch after a gap is stored anyway and the skipped numbers are
 //! counted and logged as lost; garbage is logged and acknowledged (the broker would otherwise
 //! deliver it forever). It must never publish anything.
@@ -44,6 +46,9 @@ pub(super) async fn run(settings: MqttSettings, shared: Arc<Shared>) {
         .set_keep_alive(KEEP_ALIVE)
         .set_max_packet_size(u32::try_from(report::MAX_BATCH_BYTES + 64 * 1024).ok());
     let (client, mut events) = AsyncClient::new(options, 64);
+    // Messages whose batch is queued in the store, in delivery order, acknowledged by `acker`.
+    let (pending, queue) = tokio::sync::mpsc::channel(IN_FLIGHT);
+    let acker = tokio::spawn(acknowledge(client.clone(), queue));
     let mut failures: u32 = 0;
     loop {
         let event = tokio::select! {
@@ -66,10 +71,9 @@ pub(super) async fn run(settings: MqttSettings, shared: Arc<Shared>) {
                 }
             }
             Ok(Event::Incoming(Packet::Publish(publish))) => {
-                if ingest(&shared, &publish).await {
-                    if let Err(error) = client.ack(&publish).await {
-                        tracing::warn!(%error, "cannot acknowledge an MQTT message");
-                    }
+                let stored = submit(&shared, &publish).await;
+                if pending.send((publish, stored)).await.is_err() {
+                    break;
                 }
             }
             Ok(_) => {}
@@ -88,7 +92,58 @@ pub(super) async fn run(settings: MqttSettings, shared: Arc<Shared>) {
             }
         }
     }
+    drop(pending);
+    // Acknowledge what is already stored before leaving; what is not stays with the broker.
+    let _ = tokio::time::timeout(Duration::from_secs(2), acker).await;
     let _ = tokio::time::timeout(Duration::from_secs(1), client.disconnect()).await;
+}
+
+/// How many delivered messages may wait for their commit.
+pub const IN_FLIGHT: usize = 256;
+
+/// What became of a delivered message: skipped (acknowledge at once), or queued in the store.
+enum Stored {
+    Skip,
+    Queued(String, super::store::PendingIngest),
+    Refused,
+}
+
+/// PUBACK each message, in delivery order, once its batch is durable.
+async fn acknowledge(
+    client: AsyncClient,
+    mut queue: tokio::sync::mpsc::Receiver<(Publish, Stored)>,
+) {
+    while let Some((publish, stored)) = queue.recv().await {
+        let acknowledge = match stored {
+            Stored::Skip => true,
+            Stored::Refused => false,
+            Stored::Queued(key, pending) => match pending.outcome().await {
+                Ok(Outcome::Accepted { ack, new }) => {
+                    tracing::debug!(key, ack, new, "stored a report batch from MQTT");
+                    true
+                }
+                Ok(Outcome::Duplicate { ack }) => {
+                    tracing::debug!(key, ack, "a report batch from MQTT was held already");
+                    true
+                }
+                Ok(Outcome::Gap { ack, expected }) => {
+                    // Not reached: MQTT ingest stores over gaps.
+                    tracing::warn!(key, ack, expected, "a report batch from MQTT after a gap");
+                    true
+                }
+                Err(error) => {
+                    // Not acknowledged: the broker delivers it again after a reconnection.
+                    tracing::error!(key, %error, "cannot store a report batch from MQTT");
+                    false
+                }
+            },
+        };
+        if acknowledge {
+            if let Err(error) = client.ack(&publish).await {
+                tracing::warn!(%error, "cannot acknowledge an MQTT message");
+            }
+        }
+    }
 }
 
 /// The site a report topic names (`edgeroll/{site}/reports`).
@@ -97,22 +152,21 @@ pub fn topic_site(topic: &str) -> Option<&str> {
     (!site.is_empty() && !site.contains('/')).then_some(site)
 }
 
-/// Store one message; returns whether it may be acknowledged (false: the store could not take
-/// it, so the broker must deliver it again).
-async fn ingest(shared: &Shared, publish: &Publish) -> bool {
+/// Queue one message's batch in the store (or decide to skip it).
+async fn submit(shared: &Shared, publish: &Publish) -> Stored {
     let topic = String::from_utf8_lossy(&publish.topic).into_owned();
     let Some(site) = topic_site(&topic) else {
         tracing::warn!(
             topic,
             "ignoring a message on a topic that is not a site's report topic"
         );
-        return true;
+        return Stored::Skip;
     };
     let batch = match report::decode(&publish.payload, true) {
         Ok(batch) => batch,
         Err(error) => {
             tracing::warn!(topic, %error, "dropping a message that is not a valid report batch");
-            return true;
+            return Stored::Skip;
         }
     };
     if batch.site != site {
@@ -121,31 +175,19 @@ async fn ingest(shared: &Shared, publish: &Publish) -> bool {
             batch_site = batch.site,
             "dropping a batch published on another site's topic"
         );
-        return true;
+        return Stored::Skip;
     }
     let key = report::idempotency_key(&batch);
     match shared
         .store
-        .ingest(batch, shared.clock.now(), true, true)
+        .submit(batch, shared.clock.now(), true, true)
         .await
     {
-        Ok(Outcome::Accepted { ack, new }) => {
-            tracing::debug!(key, ack, new, "stored a report batch from MQTT");
-            true
-        }
-        Ok(Outcome::Duplicate { ack }) => {
-            tracing::debug!(key, ack, "a report batch from MQTT was held already");
-            true
-        }
-        Ok(Outcome::Gap { ack, expected }) => {
-            // Not reached: MQTT ingest stores over gaps. Acknowledge; the log says what is missing.
-            tracing::warn!(key, ack, expected, "a report batch from MQTT after a gap");
-            true
-        }
-        Err(StoreError::Unavailable) => false,
+        Ok(pending) => Stored::Queued(key, pending),
+        Err(StoreError::Unavailable) => Stored::Refused,
         Err(error) => {
             tracing::error!(key, %error, "cannot store a report batch from MQTT");
-            false
+            Stored::Refused
         }
     }
 }

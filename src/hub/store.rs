@@ -70,6 +70,9 @@ pub enum StoreError {
         /// The database file.
         path: PathBuf,
     },
+    /// The writer could not commit the transaction that held the job.
+    #[error("cannot commit to the hub's store: {0}")]
+    Commit(String),
     /// The writer has stopped (the hub is shutting down) or its queue is full.
     #[error("the store is not accepting writes right now")]
     Unavailable,
@@ -111,6 +114,21 @@ impl Outcome {
             Outcome::Accepted { ack, .. }
             | Outcome::Duplicate { ack }
             | Outcome::Gap { ack, .. } => ack,
+        }
+    }
+}
+
+/// A batch queued for the writer ([`HubStore::submit`]).
+#[derive(Debug)]
+pub struct PendingIngest(oneshot::Receiver<Result<Outcome, String>>);
+
+impl PendingIngest {
+    /// Wait until the batch's outcome is durable.
+    pub async fn outcome(self) -> Result<Outcome, StoreError> {
+        match self.0.await {
+            Ok(Ok(outcome)) => Ok(outcome),
+            Ok(Err(message)) => Err(StoreError::Commit(message)),
+            Err(_) => Err(StoreError::Unavailable),
         }
     }
 }
@@ -240,6 +258,23 @@ impl HubStore {
         wait: bool,
         over_gaps: bool,
     ) -> Result<Outcome, StoreError> {
+        self.submit(batch, received, wait, over_gaps)
+            .await?
+            .outcome()
+            .await
+    }
+
+    /// Queue a batch like [`HubStore::ingest`] without waiting for its commit. Jobs are
+    /// committed in the order they were queued, so a caller that queues a site's batches in
+    /// order and waits for the outcomes in that order sees them judged in order, while the
+    /// writer commits many of them together.
+    pub async fn submit(
+        &self,
+        batch: ReportBatch,
+        received: Timestamp,
+        wait: bool,
+        over_gaps: bool,
+    ) -> Result<PendingIngest, StoreError> {
         let (reply, answer) = oneshot::channel();
         let job = Job::Ingest {
             batch,
@@ -257,14 +292,7 @@ impl HubStore {
                 .try_send(job)
                 .map_err(|_| StoreError::Unavailable)?;
         }
-        match answer.await {
-            Ok(Ok(outcome)) => Ok(outcome),
-            Ok(Err(message)) => Err(StoreError::Sqlite {
-                action: message,
-                cause: rusqlite::Error::InvalidQuery,
-            }),
-            Err(_) => Err(StoreError::Unavailable),
-        }
+        Ok(PendingIngest(answer))
     }
 
     /// Record polls (last seen, labels); returns once they are durable.
@@ -276,10 +304,7 @@ impl HubStore {
             .map_err(|_| StoreError::Unavailable)?;
         match answer.await {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(message)) => Err(StoreError::Sqlite {
-                action: message,
-                cause: rusqlite::Error::InvalidQuery,
-            }),
+            Ok(Err(message)) => Err(StoreError::Commit(message)),
             Err(_) => Err(StoreError::Unavailable),
         }
     }
