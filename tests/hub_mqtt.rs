@@ -195,3 +195,58 @@ fn batches_from_mqtt_are_stored_once_and_survive_the_hub_being_away() {
         assert_eq!(site_json(hub.address, site).expect(site)["gaps"], 0);
     }
 }
+
+#[test]
+#[ignore = "needs mosquitto: .ci/run installs it and runs the ignored tests"]
+fn kill_9_of_the_hub_during_mqtt_ingest_loses_nothing() {
+    let broker = start_broker();
+    let port = free_port();
+    let address: SocketAddr = format!("127.0.0.1:{port}").parse().expect("address");
+    let dir = HubDir::new(
+        &address.to_string(),
+        &format!(
+            "[mqtt]\nbroker = \"mqtt://127.0.0.1:{}\"\nclient_id = \"hub-killed\"\n",
+            broker.port
+        ),
+    );
+    let start = || {
+        let child = Command::new(edgeroll())
+            .args(["hub", "--config"])
+            .arg(dir.config())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start edgeroll hub");
+        wait_listening(address);
+        child
+    };
+    let mut hub = start();
+    let publisher = Publisher::new(broker.port);
+    wait_subscribed(&publisher, address, 1);
+    const BATCHES: u64 = 400;
+    for index in 0..BATCHES {
+        let first = index * 5 + 1;
+        publisher.batch("store-1", first, first + 4, first..=first + 4);
+        if index % 100 == 50 {
+            // kill -9 while batches are in flight, then start again.
+            hub.kill().expect("kill -9");
+            hub.wait().expect("reap");
+            hub = start();
+        }
+    }
+    wait_for("every batch after the kills", || {
+        high_water(address, "store-1") == BATCHES * 5
+    });
+    assert_eq!(
+        held(address, "store-1").0,
+        (1..=BATCHES * 5).collect::<Vec<_>>()
+    );
+    let site = site_json(address, "store-1").expect("store-1");
+    assert_eq!(site["gaps"], 0, "{site}");
+    assert_eq!(site["lost"], 0, "{site}");
+    eprintln!(
+        "{BATCHES} batches over 4 kills: {} received again after a kill (committed, not yet acknowledged)",
+        site["duplicates"]
+    );
+    let _ = hub.kill();
+    let _ = hub.wait();
+}
