@@ -38,7 +38,8 @@ pub struct Cli {
     /// The agent's API socket [default: the config's socket, else /run/edgeroll/edgeroll.sock].
     #[arg(long, global = true, env = "EDGEROLL_SOCKET", value_name = "PATH")]
     pub socket: Option<PathBuf>,
-    /// The agent config [default: /etc/edgeroll/edgeroll.toml].
+    /// The agent config [default: /etc/edgeroll/edgeroll.toml]; for `hub`, the hub's config
+    /// [default: /etc/edgeroll/hub.toml].
     #[arg(long, global = true, env = "EDGEROLL_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// What to do.
@@ -110,8 +111,7 @@ pub enum Command {
         #[arg(short, long, value_enum, default_value_t = Output::Text)]
         output: Output,
     },
-    /// The reference center: serve desired documents to sites and ingest their reports
-    /// (config: --config, default /etc/edgeroll/hub.toml).
+    /// The reference center: serve desired documents to sites and ingest their reports.
     Hub {
         /// What to do [default: run the hub].
         #[command(subcommand)]
