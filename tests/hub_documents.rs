@@ -305,3 +305,18 @@ fn polls_are_answered_from_memory_while_the_database_is_write_locked() {
     let accepted = post_batch(hub.address, &batch("store-1", 1, 1, [1]));
     assert_eq!(accepted.status, 200, "{}", accepted.text());
 }
+
+#[test]
+fn a_second_hub_on_the_same_state_directory_is_refused() {
+    let dir = HubDir::new("127.0.0.1:0", "");
+    dir.write_document("fleet.toml", 41, "", "2.4.0");
+    let _hub = InProcessHub::start(&dir);
+    let output = Command::new(edgeroll())
+        .args(["hub", "--config"])
+        .arg(dir.config())
+        .output()
+        .expect("run edgeroll hub");
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("another edgeroll hub is using"), "{stderr}");
+}
