@@ -168,10 +168,43 @@ fn tls_acceptor(config: &HubConfig) -> Result<Option<tokio_rustls::TlsAcceptor>,
             HubError::Io(format!("{}: no private key in the file", tls.key.display()))
         })?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let server = rustls::ServerConfig::builder_with_provider(provider)
+    let builder = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
         .with_safe_default_protocol_versions()
-        .map_err(|error| HubError::Io(format!("TLS: {error}")))?
-        .with_no_client_auth()
+        .map_err(|error| HubError::Io(format!("TLS: {error}")))?;
+    let builder = match &tls.client_ca {
+        None => builder.with_no_client_auth(),
+        Some(path) => {
+            let pem = read(path)?;
+            let mut roots = rustls::RootCertStore::empty();
+            for certificate in rustls_pemfile::certs(&mut pem.as_slice()) {
+                let certificate = certificate
+                    .map_err(|error| HubError::Io(format!("{}: {error}", path.display())))?;
+                roots
+                    .add(certificate)
+                    .map_err(|error| HubError::Io(format!("{}: {error}", path.display())))?;
+            }
+            if roots.is_empty() {
+                return Err(HubError::Io(format!(
+                    "{}: no CA certificate in the file",
+                    path.display()
+                )));
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            );
+            let verifier = if tls.client_auth_required {
+                verifier
+            } else {
+                verifier.allow_unauthenticated()
+            };
+            let verifier = verifier
+                .build()
+                .map_err(|error| HubError::Io(format!("{}: {error}", path.display())))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let server = builder
         .with_single_cert(certs, key)
         .map_err(|error| HubError::Io(format!("{}: {error}", tls.cert.display())))?;
     Ok(Some(tokio_rustls::TlsAcceptor::from(Arc::new(server))))

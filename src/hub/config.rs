@@ -60,6 +60,13 @@ pub struct TlsFiles {
     pub cert: PathBuf,
     /// The private key (PEM, PKCS#8, PKCS#1 or SEC1).
     pub key: PathBuf,
+    /// Sites authenticate with client certificates signed by these CAs (mutual TLS); a
+    /// certificate must be valid for the site's name (a DNS name in its subjectAltName) to
+    /// poll that site's document or report for it.
+    pub client_ca: Option<PathBuf>,
+    /// Whether a client certificate is required (`true`, the default with `client_ca`) or only
+    /// checked when one is presented.
+    pub client_auth_required: bool,
 }
 
 /// `[signing]`: the minisign secret key the hub signs unsigned documents with.
@@ -223,10 +230,39 @@ fn read_tls(reader: &mut Reader<'_>, path: &str, value: &Value, base: &Path) -> 
     let mut table = reader.table(path, value)?;
     let cert = required_path(reader, &mut table, "cert", base);
     let key = required_path(reader, &mut table, "key", base);
+    let client_ca = match table.get("client_ca") {
+        Some((path, value)) => read_path(reader, &path, value, base).map(Some),
+        None => Some(None),
+    };
+    let client_auth = match table.get("client_auth") {
+        Some((path, value)) => match reader.string(&path, value) {
+            Some("required") => Some(true),
+            Some("optional") => Some(false),
+            Some(other) => {
+                reader.error(
+                    value,
+                    &path,
+                    format!("{other:?} is not \"required\" or \"optional\""),
+                );
+                None
+            }
+            None => None,
+        }
+        .map(|required| (Some(required), Some(value), path)),
+        None => Some((None, None, String::new())),
+    };
     table.finish(reader);
+    let (client_auth, client_auth_value, client_auth_path) = client_auth?;
+    let client_ca = client_ca?;
+    if let (None, Some(value)) = (&client_ca, client_auth_value) {
+        reader.error(value, &client_auth_path, "needs tls.client_ca");
+        return None;
+    }
     Some(TlsFiles {
         cert: cert?,
         key: key?,
+        client_auth_required: client_auth.unwrap_or(true),
+        client_ca,
     })
 }
 
@@ -358,6 +394,31 @@ mod tests {
         assert_eq!(signing.password_env.as_deref(), Some("PW"));
         let mqtt = config.mqtt.expect("mqtt");
         assert_eq!((mqtt.host.as_str(), mqtt.port), ("broker.local", 1884));
+    }
+
+    #[test]
+    fn client_certificates_are_required_unless_said_otherwise() {
+        let tls = |extra: &str| {
+            parse_text(&format!(
+                "[tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\n{extra}"
+            ))
+            .map(|config| config.tls.expect("tls"))
+        };
+        let required = tls("client_ca = \"ca.pem\"\n").expect("valid");
+        assert_eq!(
+            required.client_ca,
+            Some(PathBuf::from("/etc/edgeroll/ca.pem"))
+        );
+        assert!(required.client_auth_required);
+        let optional = tls("client_ca = \"ca.pem\"\nclient_auth = \"optional\"\n").expect("valid");
+        assert!(!optional.client_auth_required);
+        let errors = tls("client_auth = \"optional\"\n").expect_err("no CA");
+        assert!(
+            errors[0].contains("tls.client_auth: needs tls.client_ca"),
+            "{errors:?}"
+        );
+        let errors = tls("client_ca = \"ca.pem\"\nclient_auth = \"maybe\"\n").expect_err("bad");
+        assert!(errors[0].contains("\"maybe\" is not"), "{errors:?}");
     }
 
     #[test]

@@ -79,13 +79,9 @@ pub(super) async fn serve(listener: TcpListener, tls: Option<TlsAcceptor>, share
             },
         };
         let _ = stream.set_nodelay(true);
-        let context = Arc::clone(&shared);
-        let service = service_fn(move |request| {
-            let context = Arc::clone(&context);
-            async move { Ok::<_, Infallible>(handle(request, &context).await) }
-        });
         match &tls {
             None => {
+                let service = service(Arc::clone(&shared), None);
                 let connection =
                     graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
                 tokio::spawn(async move {
@@ -99,6 +95,7 @@ pub(super) async fn serve(listener: TcpListener, tls: Option<TlsAcceptor>, share
                 let acceptor = acceptor.clone();
                 let builder = builder.clone();
                 let watcher = graceful.watcher();
+                let shared = Arc::clone(&shared);
                 tokio::spawn(async move {
                     let handshake =
                         tokio::time::timeout(HEADER_READ_TIMEOUT, acceptor.accept(stream));
@@ -110,6 +107,13 @@ pub(super) async fn serve(listener: TcpListener, tls: Option<TlsAcceptor>, share
                         }
                         Err(_elapsed) => return,
                     };
+                    let peer = stream
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .and_then(|chain| chain.first())
+                        .map(|certificate| Arc::new(Peer::new(certificate.clone().into_owned())));
+                    let service = service(shared, peer);
                     let connection =
                         watcher.watch(builder.serve_connection(TokioIo::new(stream), service));
                     if let Err(error) = connection.await {
@@ -129,18 +133,96 @@ pub(super) async fn serve(listener: TcpListener, tls: Option<TlsAcceptor>, share
     }
 }
 
-/// Answer one request.
-pub(super) async fn handle(request: Request<Incoming>, shared: &Shared) -> Answer {
+/// The service of one connection, whose client certificate (mutual TLS) is `peer`.
+fn service(
+    shared: Arc<Shared>,
+    peer: Option<Arc<Peer>>,
+) -> impl hyper::service::Service<
+    Request<Incoming>,
+    Response = Answer,
+    Error = Infallible,
+    Future = impl std::future::Future<Output = Result<Answer, Infallible>> + Send,
+> + Clone {
+    service_fn(move |request| {
+        let shared = Arc::clone(&shared);
+        let peer = peer.clone();
+        async move { Ok::<_, Infallible>(handle(request, &shared, peer.as_deref()).await) }
+    })
+}
+
+/// The client certificate of a connection: a site may poll and report only for the site
+/// names it is valid for (DNS names of its subjectAltName), checked once per name.
+#[derive(Debug)]
+pub struct Peer {
+    certificate: rustls::pki_types::CertificateDer<'static>,
+    verified: std::sync::Mutex<Option<String>>,
+}
+
+impl Peer {
+    /// The peer that presented `certificate` (already verified against the client CAs).
+    pub fn new(certificate: rustls::pki_types::CertificateDer<'static>) -> Peer {
+        Peer {
+            certificate,
+            verified: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// Whether the certificate is valid for the site named `site`.
+    pub fn allows(&self, site: &str) -> bool {
+        if let Ok(verified) = self.verified.lock() {
+            if verified.as_deref() == Some(site) {
+                return true;
+            }
+        }
+        let Ok(parsed) = rustls::server::ParsedCertificate::try_from(&self.certificate) else {
+            return false;
+        };
+        let Ok(name) = rustls::pki_types::ServerName::try_from(site) else {
+            return false;
+        };
+        let allowed = rustls::client::verify_server_name(&parsed, &name).is_ok();
+        if allowed {
+            if let Ok(mut verified) = self.verified.lock() {
+                *verified = Some(site.to_owned());
+            }
+        }
+        allowed
+    }
+}
+
+/// 403 unless `peer` (if any) may act for `site`.
+fn check_peer(peer: Option<&Peer>, site: &str) -> Option<Answer> {
+    match peer {
+        Some(peer) if !peer.allows(site) => Some(error(
+            StatusCode::FORBIDDEN,
+            format!("the client certificate is not valid for site {site}"),
+        )),
+        _ => None,
+    }
+}
+
+/// Answer one request from a connection whose client certificate is `peer`.
+pub(super) async fn handle(
+    request: Request<Incoming>,
+    shared: &Shared,
+    peer: Option<&Peer>,
+) -> Answer {
     // The poll first, without allocating: it is nearly all of the traffic.
     if matches!(*request.method(), Method::GET | Method::HEAD) {
         if let Some(rest) = request.uri().path().strip_prefix("/v1/sites/") {
             if let Some(site) = rest.strip_suffix("/desired") {
                 if !site.contains('/') {
+                    if let Some(refused) = check_peer(peer, site) {
+                        return refused;
+                    }
                     return desired(shared, site, request.headers(), false);
                 }
             }
             if let Some(site) = rest.strip_suffix("/desired.minisig") {
                 if !site.contains('/') {
+                    if let Some(refused) = check_peer(peer, site) {
+                        return refused;
+                    }
                     return desired(shared, site, request.headers(), true);
                 }
             }
@@ -158,7 +240,7 @@ pub(super) async fn handle(request: Request<Incoming>, shared: &Shared) -> Answe
             | ["v1", "documents"]
     );
     match (method, segments.as_slice()) {
-        (Method::POST, ["v1", "reports"]) => reports(shared, request).await,
+        (Method::POST, ["v1", "reports"]) => reports(shared, request, peer).await,
         (Method::GET, ["v1", "sites"]) => sites(shared).await,
         (Method::GET, ["v1", "sites", site]) => site_status(shared, site).await,
         (Method::GET, ["v1", "sites", site, "reports"]) => {
@@ -254,7 +336,7 @@ fn desired(shared: &Shared, site: &str, headers: &HeaderMap, signature_only: boo
     )
 }
 
-async fn reports(shared: &Shared, request: Request<Incoming>) -> Answer {
+async fn reports(shared: &Shared, request: Request<Incoming>, peer: Option<&Peer>) -> Answer {
     let headers = request.headers().clone();
     let declared = headers
         .get(header::CONTENT_LENGTH)
@@ -306,6 +388,9 @@ async fn reports(shared: &Shared, request: Request<Incoming>) -> Answer {
             StatusCode::BAD_REQUEST,
             format!("{:?} is not a valid site name", batch.site),
         );
+    }
+    if let Some(refused) = check_peer(peer, &batch.site) {
+        return refused;
     }
     if let Some(key) = headers
         .get(crate::wire::IDEMPOTENCY_KEY_HEADER)
