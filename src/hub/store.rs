@@ -471,7 +471,7 @@ fn apply_batch(
             "reports were never received (a gap over MQTT); storing the batch after it"
         );
         summary.gaps += 1;
-        summary.lost += lost;
+        summary.lost = summary.lost.saturating_add(lost);
         judgement = Judgement::Accept { from: batch.first };
     }
     let outcome = match judgement {

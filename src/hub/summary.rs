@@ -172,10 +172,12 @@ impl SiteSummary {
             }
         }
         let covered = batch.last.saturating_sub(from).saturating_add(1);
-        self.missing += covered.saturating_sub(new);
-        self.reports += new;
+        // A site's counts are its word: saturate rather than overflow on absurd ones.
+        self.missing = self.missing.saturating_add(covered.saturating_sub(new));
+        self.reports = self.reports.saturating_add(new);
         for (kind, count) in &batch.dropped {
-            *self.dropped.entry(kind.clone()).or_default() += count;
+            let held = self.dropped.entry(kind.clone()).or_default();
+            *held = held.saturating_add(*count);
         }
         self.high_water = batch.last;
         self.heard_from(now);
