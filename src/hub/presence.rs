@@ -15,6 +15,9 @@ use crate::time::Timestamp;
 
 use super::store::Poll;
 
+/// The most sites remembered (about 100 bytes each: a fleet of a million fits in 100 MB).
+pub const MAX_SITES: usize = 1_000_000;
+
 #[derive(Debug, Default)]
 struct Entry {
     labels: Arc<BTreeMap<String, String>>,
@@ -69,6 +72,15 @@ impl Presence {
                     .unwrap_or_default(),
             );
         };
+        if !sites.contains_key(site) && sites.len() >= MAX_SITES {
+            // A flood of made-up names must not grow the table without bound: such a poll is
+            // answered by its own labels and not remembered.
+            return Arc::new(
+                labels_header
+                    .map(crate::wire::parse_labels_header)
+                    .unwrap_or_default(),
+            );
+        }
         let entry = match sites.get_mut(site) {
             Some(entry) => entry,
             None => sites.entry(site.to_owned()).or_default(),
