@@ -7,6 +7,7 @@
 mod action;
 mod client;
 mod get;
+mod hub;
 mod keys;
 mod render;
 mod run;
@@ -38,7 +39,8 @@ pub struct Cli {
     /// The agent's API socket [default: the config's socket, else /run/edgeroll/edgeroll.sock].
     #[arg(long, global = true, env = "EDGEROLL_SOCKET", value_name = "PATH")]
     pub socket: Option<PathBuf>,
-    /// The agent config [default: /etc/edgeroll/edgeroll.toml].
+    /// The agent config [default: /etc/edgeroll/edgeroll.toml]; for `hub`, the hub's config
+    /// [default: /etc/edgeroll/hub.toml].
     #[arg(long, global = true, env = "EDGEROLL_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// What to do.
@@ -110,6 +112,12 @@ pub enum Command {
         #[arg(short, long, value_enum, default_value_t = Output::Text)]
         output: Output,
     },
+    /// The reference center: serve desired documents to sites and ingest their reports.
+    Hub {
+        /// What to do [default: run the hub].
+        #[command(subcommand)]
+        command: Option<HubCommand>,
+    },
     /// A tiny HTTP service for demos and tests.
     SampleApp {
         /// Port on 127.0.0.1 (0 picks one).
@@ -145,6 +153,13 @@ pub enum Command {
         #[arg(long, value_name = "FILE", env = "EDGEROLL_KEY", default_value = keys::SECRET_KEY_FILE)]
         key: PathBuf,
     },
+}
+
+/// The verbs of `edgeroll hub` (fleet plans add `get`, `promote`, `abort`, `pause`, `resume`).
+#[derive(Debug, Subcommand)]
+pub enum HubCommand {
+    /// Run the hub until SIGTERM or SIGINT (the default); SIGHUP reloads the documents.
+    Run,
 }
 
 /// Output format of `get` and `demo`.
@@ -207,6 +222,9 @@ pub fn execute(cli: Cli) -> u8 {
         Command::Pause { service } => operate(&socket(), &service, OperatorAction::Pause),
         Command::Resume { service } => operate(&socket(), &service, OperatorAction::Resume),
         Command::Demo { output } => run::demo(output == Output::Json),
+        Command::Hub { command } => match command.unwrap_or(HubCommand::Run) {
+            HubCommand::Run => hub::run(cli.config.as_deref()),
+        },
         Command::SampleApp {
             port,
             version,

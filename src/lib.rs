@@ -11,6 +11,7 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod diag;
+pub mod hub;
 pub mod metrics;
 pub mod provider;
 pub mod proxy;

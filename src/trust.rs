@@ -31,8 +31,7 @@ use crate::spec::Document;
 use crate::time::Timestamp;
 use crate::wire::signature::{self, SignatureError, TrustedKey};
 
-/// The selector key that matches the site's name rather than a label.
-pub const SITE_SELECTOR_KEY: &str = "site";
+pub use crate::wire::SITE_SELECTOR_KEY;
 
 /// Which rule refused a document (the `rule` of a `DocumentRefused` event).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -184,13 +183,7 @@ pub fn is_stale(expires: Option<Timestamp>, now: Timestamp) -> bool {
 
 /// Whether `selector` selects the site: every key must match; `site` matches the name.
 pub fn selects(selector: &BTreeMap<String, String>, site: Site<'_>) -> bool {
-    selector.iter().all(|(key, value)| {
-        if key == SITE_SELECTOR_KEY {
-            value == site.name
-        } else {
-            site.labels.get(key) == Some(value)
-        }
-    })
+    crate::wire::selects(selector, site.name, site.labels)
 }
 
 /// The SHA-256 of `bytes`, as lower-case hex.

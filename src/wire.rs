@@ -62,3 +62,23 @@ pub fn parse_labels_header(value: &str) -> std::collections::BTreeMap<String, St
         })
         .collect()
 }
+
+/// The selector key that matches a site's name rather than one of its labels.
+pub const SITE_SELECTOR_KEY: &str = "site";
+
+/// Whether a document's `selector` selects the site named `site` with `labels`: every key must
+/// match, [`SITE_SELECTOR_KEY`] against the name, any other key against the label of that name.
+/// An empty selector selects every site. The agent and the center use this one rule.
+pub fn selects(
+    selector: &std::collections::BTreeMap<String, String>,
+    site: &str,
+    labels: &std::collections::BTreeMap<String, String>,
+) -> bool {
+    selector.iter().all(|(key, value)| {
+        if key == SITE_SELECTOR_KEY {
+            value == site
+        } else {
+            labels.get(key) == Some(value)
+        }
+    })
+}

@@ -67,7 +67,7 @@ pub(crate) fn run(config_path: &Path) -> u8 {
 /// (`<3>` for errors, `<4>` warnings, `<6>` info, `<7>` debug), which journald strips and keeps
 /// as the entry's priority, so `journalctl -p warning` works; the timestamp is left out because
 /// the journal has its own.
-fn init_logging(default_filter: &str) {
+pub(super) fn init_logging(default_filter: &str) {
     let filter =
         EnvFilter::try_from_env(LOG_FILTER_ENV).unwrap_or_else(|_| EnvFilter::new(default_filter));
     let builder = tracing_subscriber::fmt()
@@ -141,7 +141,7 @@ where
 }
 
 /// Cancel `shutdown` on the first SIGTERM or SIGINT.
-fn cancel_on_signals(shutdown: CancellationToken) -> std::io::Result<()> {
+pub(super) fn cancel_on_signals(shutdown: CancellationToken) -> std::io::Result<()> {
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
     tokio::spawn(async move {

@@ -1,0 +1,350 @@
+//! `edgeroll hub`: the reference center. It serves each site its desired document, ingests the
+//! sites' report batches (over HTTPS and from an MQTT broker) exactly once, and shows what each
+//! site last reported.
+//!
+//! Owns the hub's own modules, tasks and state directory: `config` (`hub.toml`), `catalog`
+//! (documents, signatures, ETags, the selection rule), `presence` (poll times in memory),
+//! `store` (`hub.db`, one writer with group commit), `summary` (the per-site fold), `http`
+//! (the protocol and the read API) and `mqtt` (broker ingest). It speaks to sites only through
+//! `crate::wire`, and validates documents with `crate::spec`.
+//!
+//! It must never use the agent's shell or store (it is a separate program that happens to
+//! share the binary), and it must never acknowledge a report batch before the store has made
+//! it durable. A plan engine (fleet waves) fits on top: it reads site summaries from the store
+//! and publishes documents by replacing the catalog ([`Shared::publish`]).
+
+pub mod catalog;
+pub mod clock;
+pub mod config;
+pub mod http;
+pub mod mqtt;
+pub mod presence;
+pub mod store;
+pub mod summary;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use self::catalog::Catalog;
+use self::clock::Clock;
+use self::config::HubConfig;
+use self::presence::Presence;
+use self::store::HubStore;
+use crate::wire::signature::SigningKey;
+
+/// Why the hub cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum HubError {
+    /// The documents (or the signing key) are invalid: one line per problem.
+    #[error("{}", .0.join("\n"))]
+    Invalid(Vec<String>),
+    /// The store cannot be opened.
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    /// The listener or the TLS files.
+    #[error("{0}")]
+    Io(String),
+}
+
+/// What every task of the hub shares.
+pub struct Shared {
+    catalog: RwLock<Arc<Catalog>>,
+    /// Poll times and labels.
+    pub presence: Presence,
+    /// The store.
+    pub store: HubStore,
+    /// The hub's clock.
+    pub clock: Clock,
+    /// Cancelled when the hub stops.
+    pub shutdown: CancellationToken,
+}
+
+impl Shared {
+    /// The catalog served now.
+    pub fn catalog(&self) -> Arc<Catalog> {
+        match self.catalog.read() {
+            Ok(catalog) => Arc::clone(&catalog),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
+    /// Serve `catalog` from now on.
+    pub fn publish(&self, catalog: Catalog) {
+        let catalog = Arc::new(catalog);
+        match self.catalog.write() {
+            Ok(mut current) => *current = catalog,
+            Err(poisoned) => *poisoned.into_inner() = catalog,
+        }
+    }
+}
+
+/// A running hub.
+pub struct RunningHub {
+    /// Where it listens.
+    pub address: SocketAddr,
+    shared: Arc<Shared>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl RunningHub {
+    /// What the hub's tasks share.
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Wait until the hub has stopped (its shutdown token was cancelled), writing the last poll
+    /// times and closing the store.
+    pub async fn wait(self) {
+        for task in self.tasks {
+            let _ = task.await;
+        }
+        let polls = self.shared.presence.take_dirty();
+        if !polls.is_empty() {
+            if let Err(error) = self.shared.store.record_polls(polls).await {
+                tracing::warn!(%error, "cannot write the last poll times");
+            }
+        }
+    }
+}
+
+/// Read the signing key of `[signing]`.
+fn signing_key(config: &HubConfig) -> Result<Option<SigningKey>, HubError> {
+    let Some(signing) = &config.signing else {
+        return Ok(None);
+    };
+    let path = signing.key.display();
+    let text = std::fs::read_to_string(&signing.key)
+        .map_err(|error| HubError::Invalid(vec![format!("{path}: cannot read: {error}")]))?;
+    let password = if SigningKey::is_encrypted(&text) {
+        let Some(variable) = &signing.password_env else {
+            return Err(HubError::Invalid(vec![format!(
+                "{path}: the key is encrypted; name the environment variable with its password \
+                 in signing.password_env"
+            )]));
+        };
+        match std::env::var(variable) {
+            Ok(password) => Some(password),
+            Err(_) => {
+                return Err(HubError::Invalid(vec![format!(
+                    "{path}: the key is encrypted and ${variable} is not set"
+                )]))
+            }
+        }
+    } else {
+        None
+    };
+    SigningKey::parse(&text, password)
+        .map(Some)
+        .map_err(|error| HubError::Invalid(vec![format!("{path}: {error}")]))
+}
+
+/// The TLS acceptor of `[tls]`.
+fn tls_acceptor(config: &HubConfig) -> Result<Option<tokio_rustls::TlsAcceptor>, HubError> {
+    let Some(tls) = &config.tls else {
+        return Ok(None);
+    };
+    let read = |path: &Path| {
+        std::fs::read(path).map_err(|error| HubError::Io(format!("{}: {error}", path.display())))
+    };
+    let cert_pem = read(&tls.cert)?;
+    let key_pem = read(&tls.key)?;
+    let certs = rustls_pemfile::certs(&mut cert_pem.as_slice())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|error| HubError::Io(format!("{}: {error}", tls.cert.display())))?;
+    if certs.is_empty() {
+        return Err(HubError::Io(format!(
+            "{}: no certificate in the file",
+            tls.cert.display()
+        )));
+    }
+    let key = rustls_pemfile::private_key(&mut key_pem.as_slice())
+        .map_err(|error| HubError::Io(format!("{}: {error}", tls.key.display())))?
+        .ok_or_else(|| {
+            HubError::Io(format!("{}: no private key in the file", tls.key.display()))
+        })?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
+        .with_safe_default_protocol_versions()
+        .map_err(|error| HubError::Io(format!("TLS: {error}")))?;
+    let builder = match &tls.client_ca {
+        None => builder.with_no_client_auth(),
+        Some(path) => {
+            let pem = read(path)?;
+            let mut roots = rustls::RootCertStore::empty();
+            for certificate in rustls_pemfile::certs(&mut pem.as_slice()) {
+                let certificate = certificate
+                    .map_err(|error| HubError::Io(format!("{}: {error}", path.display())))?;
+                roots
+                    .add(certificate)
+                    .map_err(|error| HubError::Io(format!("{}: {error}", path.display())))?;
+            }
+            if roots.is_empty() {
+                return Err(HubError::Io(format!(
+                    "{}: no CA certificate in the file",
+                    path.display()
+                )));
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            );
+            let verifier = if tls.client_auth_required {
+                verifier
+            } else {
+                verifier.allow_unauthenticated()
+            };
+            let verifier = verifier
+                .build()
+                .map_err(|error| HubError::Io(format!("{}: {error}", path.display())))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let server = builder
+        .with_single_cert(certs, key)
+        .map_err(|error| HubError::Io(format!("{}: {error}", tls.cert.display())))?;
+    Ok(Some(tokio_rustls::TlsAcceptor::from(Arc::new(server))))
+}
+
+/// Start the hub: load the documents (every problem at once), open the store, bind, and spawn
+/// the server, the reload, the poll flush and (when configured) the MQTT ingest. Stops when
+/// `shutdown` is cancelled; [`RunningHub::wait`] waits for that.
+pub async fn start(config: HubConfig, shutdown: CancellationToken) -> Result<RunningHub, HubError> {
+    let clock = Clock::system();
+    let signer = signing_key(&config)?;
+    let catalog = Catalog::load(&config.documents, signer.as_ref(), clock.now())
+        .map_err(HubError::Invalid)?;
+    let tls = tls_acceptor(&config)?;
+    let state_dir = config.state_dir.clone();
+    let store = tokio::task::spawn_blocking(move || HubStore::open(&state_dir))
+        .await
+        .map_err(|error| HubError::Io(error.to_string()))??;
+    let known = store
+        .sites()
+        .await?
+        .into_iter()
+        .map(|summary| (summary.site, summary.labels));
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|error| HubError::Io(format!("cannot listen on {}: {error}", config.listen)))?;
+    let address = listener
+        .local_addr()
+        .map_err(|error| HubError::Io(error.to_string()))?;
+    tracing::info!(
+        %address,
+        tls = tls.is_some(),
+        documents = catalog.documents().len(),
+        signing_key = signer.as_ref().map(|key| key.key_id.as_str()),
+        "edgeroll hub listening"
+    );
+    let shared = Arc::new(Shared {
+        catalog: RwLock::new(Arc::new(catalog)),
+        presence: Presence::with_labels(known),
+        store,
+        clock,
+        shutdown: shutdown.clone(),
+    });
+    let mut tasks = vec![tokio::spawn(http::serve(
+        listener,
+        tls,
+        Arc::clone(&shared),
+    ))];
+    tasks.push(tokio::spawn(reload(
+        config.clone(),
+        signer,
+        Arc::clone(&shared),
+    )));
+    tasks.push(tokio::spawn(flush_polls(
+        config.last_seen_flush,
+        Arc::clone(&shared),
+    )));
+    if let Some(mqtt) = config.mqtt.clone() {
+        tasks.push(tokio::spawn(mqtt::run(mqtt, Arc::clone(&shared))));
+    }
+    Ok(RunningHub {
+        address,
+        shared,
+        tasks,
+    })
+}
+
+/// Reload the documents on SIGHUP and whenever the directory changes (checked every
+/// `reload_interval`). A directory with any invalid document keeps the catalog served before.
+async fn reload(config: HubConfig, signer: Option<SigningKey>, shared: Arc<Shared>) {
+    let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(hangup) => Some(hangup),
+        Err(error) => {
+            tracing::warn!(%error, "cannot handle SIGHUP; documents reload only by polling");
+            None
+        }
+    };
+    let signer = Arc::new(signer);
+    let dir = config.documents.clone();
+    let mut seen = catalog::fingerprint(&dir);
+    loop {
+        let forced = tokio::select! {
+            () = shared.shutdown.cancelled() => return,
+            () = tokio::time::sleep(config.reload_interval) => false,
+            Some(()) = async { match hangup.as_mut() { Some(signal) => signal.recv().await, None => std::future::pending().await } } => true,
+        };
+        let dir_now = dir.clone();
+        let Ok(fingerprint) =
+            tokio::task::spawn_blocking(move || catalog::fingerprint(&dir_now)).await
+        else {
+            continue;
+        };
+        if !forced && fingerprint == seen {
+            continue;
+        }
+        seen = fingerprint;
+        let dir_now = dir.clone();
+        let signer_now = Arc::clone(&signer);
+        let now = shared.clock.now();
+        let loaded = tokio::task::spawn_blocking(move || {
+            Catalog::load(&dir_now, signer_now.as_ref().as_ref(), now)
+        })
+        .await;
+        match loaded {
+            Ok(Ok(catalog)) => {
+                tracing::info!(
+                    documents = catalog.documents().len(),
+                    highest_serial = catalog.documents().first().map(|document| document.serial),
+                    "documents reloaded"
+                );
+                shared.publish(catalog);
+            }
+            Ok(Err(problems)) => {
+                for problem in &problems {
+                    tracing::error!("{problem}");
+                }
+                tracing::error!(
+                    problems = problems.len(),
+                    "the documents directory has invalid documents; still serving the previous ones"
+                );
+            }
+            Err(error) => tracing::error!(%error, "the document reload failed"),
+        }
+    }
+}
+
+/// Write the poll times kept in memory every `interval`.
+async fn flush_polls(interval: std::time::Duration, shared: Arc<Shared>) {
+    loop {
+        tokio::select! {
+            () = shared.shutdown.cancelled() => return,
+            () = tokio::time::sleep(interval) => {}
+        }
+        let polls = shared.presence.take_dirty();
+        if polls.is_empty() {
+            continue;
+        }
+        if let Err(error) = shared.store.record_polls(polls.clone()).await {
+            tracing::warn!(%error, "cannot write poll times; will try again");
+            shared.presence.restore(polls);
+        }
+    }
+}

@@ -1,0 +1,177 @@
+//! Which sites polled, when, and with which labels: kept in memory, written in batches.
+//!
+//! Owns the in-memory map of polls. Answering a poll (mostly a 304) must cost no database
+//! write, so a poll only updates this map; a task hands the changed entries to the store every
+//! `last_seen_flush` (Elastic's Fleet Server writes its check-ins the same way). The labels a
+//! site sent last are what the catalog selects by when a poll comes without them.
+//!
+//! It must never block a poll on the store, and losing the last few seconds of poll times to a
+//! crash is accepted (they are not reports).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+use crate::time::Timestamp;
+
+use super::store::Poll;
+
+/// The most sites remembered (about 100 bytes each: a fleet of a million fits in 100 MB).
+pub const MAX_SITES: usize = 1_000_000;
+
+#[derive(Debug, Default)]
+struct Entry {
+    labels: Arc<BTreeMap<String, String>>,
+    /// The `edgeroll-labels` header the labels were parsed from, so an unchanged header (every
+    /// poll of a site) is compared, not parsed.
+    raw: String,
+    at: Timestamp,
+    dirty: bool,
+    labels_dirty: bool,
+}
+
+/// The polls of every site since the hub started (and the labels stored before).
+#[derive(Debug, Default)]
+pub struct Presence {
+    sites: Mutex<HashMap<String, Entry>>,
+}
+
+impl Presence {
+    /// Presence knowing these labels (from the store) already.
+    pub fn with_labels(
+        known: impl IntoIterator<Item = (String, BTreeMap<String, String>)>,
+    ) -> Self {
+        let sites = known
+            .into_iter()
+            .map(|(site, labels)| {
+                (
+                    site,
+                    Entry {
+                        labels: Arc::new(labels),
+                        ..Entry::default()
+                    },
+                )
+            })
+            .collect();
+        Presence {
+            sites: Mutex::new(sites),
+        }
+    }
+
+    /// `site` polled at `now`, with the value of its `edgeroll-labels` header if it sent one;
+    /// returns the labels to select by (the ones sent, else the ones it sent before).
+    pub fn polled(
+        &self,
+        site: &str,
+        labels_header: Option<&str>,
+        now: Timestamp,
+    ) -> Arc<BTreeMap<String, String>> {
+        let Ok(mut sites) = self.sites.lock() else {
+            return Arc::new(
+                labels_header
+                    .map(crate::wire::parse_labels_header)
+                    .unwrap_or_default(),
+            );
+        };
+        if !sites.contains_key(site) && sites.len() >= MAX_SITES {
+            // A flood of made-up names must not grow the table without bound: such a poll is
+            // answered by its own labels and not remembered.
+            return Arc::new(
+                labels_header
+                    .map(crate::wire::parse_labels_header)
+                    .unwrap_or_default(),
+            );
+        }
+        let entry = match sites.get_mut(site) {
+            Some(entry) => entry,
+            None => sites.entry(site.to_owned()).or_default(),
+        };
+        entry.at = entry.at.max(now);
+        entry.dirty = true;
+        if let Some(raw) = labels_header {
+            if entry.raw != raw {
+                let labels = crate::wire::parse_labels_header(raw);
+                raw.clone_into(&mut entry.raw);
+                if *entry.labels != labels {
+                    entry.labels = Arc::new(labels);
+                    entry.labels_dirty = true;
+                }
+            }
+        }
+        Arc::clone(&entry.labels)
+    }
+
+    /// The polls not yet written, marking them written.
+    pub fn take_dirty(&self) -> Vec<Poll> {
+        let Ok(mut sites) = self.sites.lock() else {
+            return Vec::new();
+        };
+        sites
+            .iter_mut()
+            .filter(|(_, entry)| entry.dirty)
+            .map(|(site, entry)| {
+                entry.dirty = false;
+                let labels = entry.labels_dirty.then(|| (*entry.labels).clone());
+                entry.labels_dirty = false;
+                Poll {
+                    site: site.clone(),
+                    labels,
+                    at: entry.at,
+                }
+            })
+            .collect()
+    }
+
+    /// Mark polls as not written again (their write failed).
+    pub fn restore(&self, polls: Vec<Poll>) {
+        let Ok(mut sites) = self.sites.lock() else {
+            return;
+        };
+        for poll in polls {
+            if let Some(entry) = sites.get_mut(&poll.site) {
+                entry.dirty = true;
+                entry.labels_dirty |= poll.labels.is_some();
+            }
+        }
+    }
+
+    /// The labels `site` sent last (or that the store had), if it has any.
+    pub fn labels(&self, site: &str) -> Option<Arc<BTreeMap<String, String>>> {
+        let sites = self.sites.lock().ok()?;
+        sites.get(site).map(|entry| Arc::clone(&entry.labels))
+    }
+
+    /// The last poll time of `site` since the hub started.
+    pub fn last_poll(&self, site: &str) -> Option<Timestamp> {
+        let sites = self.sites.lock().ok()?;
+        sites
+            .get(site)
+            .map(|entry| entry.at)
+            .filter(|at| at.as_millis() > 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn polls_are_written_once_and_labels_only_when_they_change() {
+        let presence = Presence::with_labels([(
+            "store-1".to_owned(),
+            BTreeMap::from([("cohort".to_owned(), "pilot".to_owned())]),
+        )]);
+        let labels = presence.polled("store-1", None, Timestamp::from_millis(5));
+        assert_eq!(labels.get("cohort").map(String::as_str), Some("pilot"));
+        let dirty = presence.take_dirty();
+        assert_eq!(dirty.len(), 1);
+        assert_eq!(dirty[0].labels, None);
+        assert!(presence.take_dirty().is_empty());
+        presence.polled("store-1", Some("cohort=fleet"), Timestamp::from_millis(6));
+        let dirty = presence.take_dirty();
+        assert_eq!(dirty[0].labels.as_ref().map(BTreeMap::len), Some(1));
+        assert_eq!(
+            presence.last_poll("store-1"),
+            Some(Timestamp::from_millis(6))
+        );
+    }
+}
