@@ -222,27 +222,13 @@ pub async fn serve(
         .keep_alive(false);
 
     loop {
-        // The permit is taken before accepting, so a flood of clients waits in the backlog
-        // instead of each getting a task.
-        let permit = tokio::select! {
-            () = shutdown.cancelled() => break,
-            permit = Arc::clone(&permits).acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_closed) => break,
-            },
-        };
-        let stream = tokio::select! {
-            () = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _address)) => stream,
-                Err(error) => {
-                    // Accept errors (EMFILE and the like) are transient: back off briefly so a
-                    // full file table does not turn into a busy loop.
-                    tracing::warn!(%error, "cannot accept an API connection");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
+        let Some((stream, permit)) =
+            crate::listen::next_connection(&permits, &shutdown, "the API", || async {
+                listener.accept().await.map(|(stream, _address)| stream)
+            })
+            .await
+        else {
+            break;
         };
         let peer = match stream.peer_cred() {
             Ok(credentials) => auth::Peer::new(credentials.uid(), credentials.gid()),

@@ -12,6 +12,7 @@ pub mod config;
 pub mod demo;
 pub mod diag;
 pub mod hub;
+pub mod listen;
 pub mod metrics;
 pub mod provider;
 pub mod proxy;

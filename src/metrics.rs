@@ -519,23 +519,13 @@ pub async fn serve(listener: TcpListener, sources: Sources, shutdown: Cancellati
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT);
     loop {
-        let permit = tokio::select! {
-            () = shutdown.cancelled() => break,
-            permit = Arc::clone(&permits).acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_closed) => break,
-            },
-        };
-        let stream = tokio::select! {
-            () = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _peer)) => stream,
-                Err(error) => {
-                    tracing::warn!(%error, "cannot accept a /metrics connection");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
+        let Some((stream, permit)) =
+            crate::listen::next_connection(&permits, &shutdown, "/metrics", || async {
+                listener.accept().await.map(|(stream, _peer)| stream)
+            })
+            .await
+        else {
+            break;
         };
         let sources = sources.clone();
         let service = service_fn(move |request| {

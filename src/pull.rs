@@ -29,7 +29,7 @@ use hyper_util::rt::TokioExecutor;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::config::{Config, DesiredSource, DesiredTrust};
 use crate::shell::Clock;
@@ -465,6 +465,11 @@ impl Puller {
             return;
         }
         self.last_refusal = Some(key);
+        if rule == Rule::Invalid {
+            // The document's own errors, with their FILE:LINE:COLUMN, as `edgeroll validate`
+            // prints them: an operator must fix the file.
+            error!(url = %self.url, "{message}");
+        }
         warn!(url = %self.url, %rule, "desired document refused: {message}");
         let refusal = RefusalRecord {
             at: self.now(),

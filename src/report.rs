@@ -17,6 +17,7 @@
 mod http;
 mod mqtt;
 
+use crate::api::types::{completion_name, phase_name};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -203,24 +204,6 @@ fn seen_by_center(
 /// Measurements a metric has ever taken.
 fn taken(metric: &MetricRun) -> u32 {
     metric.successful + metric.failed + metric.inconclusive + metric.error
-}
-
-/// The status document's phase names.
-fn phase_name(phase: Phase) -> &'static str {
-    match phase {
-        Phase::Healthy => "Healthy",
-        Phase::Progressing => "Progressing",
-        Phase::Paused => "Paused",
-        Phase::Degraded => "Degraded",
-    }
-}
-
-fn completion_name(completion: Completion) -> &'static str {
-    match completion {
-        Completion::Promoted => "Promoted",
-        Completion::Aborted => "Aborted",
-        Completion::Superseded => "Superseded",
-    }
 }
 
 /// What one delivery attempt gave.

@@ -90,8 +90,9 @@ fn under_journald_each_line_starts_with_its_priority_and_has_no_timestamp() {
         "{log}"
     );
     assert!(
-        lines.iter().any(|line| line.starts_with("<4> WARN ")
-            && line.contains("the desired document is invalid")),
+        lines
+            .iter()
+            .any(|line| line.starts_with("<4> WARN ") && line.contains("desired document refused")),
         "{log}"
     );
     assert!(

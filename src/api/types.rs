@@ -3,6 +3,7 @@
 //! This is the only place these wire types are defined; the CLI and the shell both use them.
 //! Field names are camelCase on the wire. Changing a name here breaks users' scripts.
 
+use crate::rollout::{Completion, Phase};
 use serde::{Deserialize, Serialize};
 
 /// The `apiVersion` of every status document.
@@ -259,4 +260,23 @@ pub struct ActionResponse {
     pub ok: bool,
     /// What happened, or why it was refused.
     pub message: String,
+}
+
+/// The contract's phase names.
+pub fn phase_name(phase: Phase) -> &'static str {
+    match phase {
+        Phase::Healthy => "Healthy",
+        Phase::Progressing => "Progressing",
+        Phase::Paused => "Paused",
+        Phase::Degraded => "Degraded",
+    }
+}
+
+/// The contract's completion names.
+pub fn completion_name(completion: Completion) -> &'static str {
+    match completion {
+        Completion::Promoted => "Promoted",
+        Completion::Aborted => "Aborted",
+        Completion::Superseded => "Superseded",
+    }
 }

@@ -28,17 +28,9 @@ pub(crate) fn run(config: Option<&Path>) -> u8 {
         }
     };
     super::run::init_logging("info");
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(HUB_WORKER_THREADS)
-        .thread_name("edgeroll-hub")
-        .enable_all()
-        .build()
-    {
+    let runtime = match super::run::daemon_runtime(HUB_WORKER_THREADS, "edgeroll-hub") {
         Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("cannot start the async runtime: {error}");
-            return EXIT_FAILED;
-        }
+        Err(code) => return code,
     };
     runtime.block_on(async {
         let shutdown = CancellationToken::new();

@@ -34,17 +34,9 @@ pub(crate) fn run(config_path: &Path) -> u8 {
         }
     };
     init_logging(DEFAULT_LOG_FILTER);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(config.worker_threads)
-        .thread_name("edgeroll")
-        .enable_all()
-        .build()
-    {
+    let runtime = match daemon_runtime(config.worker_threads, "edgeroll") {
         Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("cannot start the async runtime: {error}");
-            return EXIT_FAILED;
-        }
+        Err(code) => return code,
     };
     runtime.block_on(async {
         let shutdown = CancellationToken::new();
@@ -197,4 +189,21 @@ fn in_runtime(future: impl std::future::Future<Output = u8>) -> u8 {
             EXIT_FAILED
         }
     }
+}
+
+/// The multi-threaded runtime a daemon (the agent or the hub) runs on; the exit code after
+/// saying why when it cannot be started.
+pub(super) fn daemon_runtime(
+    worker_threads: usize,
+    thread_name: &str,
+) -> Result<tokio::runtime::Runtime, u8> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(worker_threads)
+        .thread_name(thread_name)
+        .enable_all()
+        .build()
+        .map_err(|error| {
+            eprintln!("cannot start the async runtime: {error}");
+            EXIT_FAILED
+        })
 }

@@ -60,23 +60,13 @@ pub(super) async fn serve(listener: TcpListener, tls: Option<TlsAcceptor>, share
         .keep_alive(true);
     let shutdown = shared.shutdown.clone();
     loop {
-        let permit = tokio::select! {
-            () = shutdown.cancelled() => break,
-            permit = Arc::clone(&permits).acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_closed) => break,
-            },
-        };
-        let stream = tokio::select! {
-            () = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _peer)) => stream,
-                Err(error) => {
-                    tracing::warn!(%error, "cannot accept a connection");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
+        let Some((stream, permit)) =
+            crate::listen::next_connection(&permits, &shutdown, "the hub", || async {
+                listener.accept().await.map(|(stream, _peer)| stream)
+            })
+            .await
+        else {
+            break;
         };
         let _ = stream.set_nodelay(true);
         match &tls {

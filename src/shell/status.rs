@@ -2,11 +2,11 @@
 //!
 //! Pure conversion: it reads rollout states, instances and analysis runs and never changes them.
 
+use crate::api::types::{completion_name, phase_name};
 use std::collections::BTreeMap;
 
 use crate::analysis::AnalysisRun;
 use crate::api::types::{self, Status, STATUS_API_VERSION};
-use crate::rollout::{Completion, Phase};
 
 use super::ServiceSlot;
 use crate::store::EventRecord;
@@ -218,23 +218,5 @@ fn analysis_run(run: &AnalysisRun) -> types::AnalysisRun {
                     .collect(),
             })
             .collect(),
-    }
-}
-
-/// The contract's phase names.
-pub(super) fn phase_name(phase: Phase) -> &'static str {
-    match phase {
-        Phase::Healthy => "Healthy",
-        Phase::Progressing => "Progressing",
-        Phase::Paused => "Paused",
-        Phase::Degraded => "Degraded",
-    }
-}
-
-fn completion_name(completion: Completion) -> &'static str {
-    match completion {
-        Completion::Promoted => "Promoted",
-        Completion::Aborted => "Aborted",
-        Completion::Superseded => "Superseded",
     }
 }
