@@ -350,7 +350,7 @@ impl Puller {
         let bytes = match read_limited(path, self.trust.max_document_bytes) {
             Ok(bytes) => bytes,
             Err(ReadError::TooLarge(message)) => {
-                self.refuse(Rule::Size, message.clone(), message, events);
+                self.refuse(Rule::Size, message.clone(), message, None, events);
                 return;
             }
             Err(ReadError::Io(error)) => {
@@ -401,7 +401,7 @@ impl Puller {
                 }
             }
             Attempt::TooLarge(message) => {
-                self.refuse(Rule::Size, message.clone(), message, events);
+                self.refuse(Rule::Size, message.clone(), message, None, events);
                 self.backoff(None)
             }
             Attempt::Failed {
@@ -456,6 +456,7 @@ impl Puller {
         rule: Rule,
         message: String,
         candidate: String,
+        serial: Option<u64>,
         events: &mut Vec<PullEvent>,
     ) {
         self.view.record.last_result = format!("refused ({rule})");
@@ -473,7 +474,7 @@ impl Puller {
         };
         let reports = self.reporting.for_document(
             refusal.at,
-            None,
+            serial,
             "refused",
             Some(&refusal.rule),
             &refusal.message,
@@ -533,7 +534,21 @@ impl Puller {
         );
         let (accepted, new) = match decision {
             Decision::Refuse(refusal) => {
-                self.refuse(refusal.rule, refusal.message, trust::digest(bytes), events);
+                // The center is told which serial was refused when the signature held (the
+                // rules checked after it), never a number only an unverified document claims.
+                let serial = match refusal.rule {
+                    Rule::Selector | Rule::Serial | Rule::SerialConflict | Rule::Expired => {
+                        parsed.as_ref().ok().map(|document| document.serial)
+                    }
+                    _ => None,
+                };
+                self.refuse(
+                    refusal.rule,
+                    refusal.message,
+                    trust::digest(bytes),
+                    serial,
+                    events,
+                );
                 return false;
             }
             Decision::Apply(accepted) => (accepted, true),
