@@ -152,6 +152,8 @@ enum Attempt {
         signature: Option<String>,
         etag: Option<String>,
         date: Option<Timestamp>,
+        /// The file changed in the second of the answer, so its tag was dropped.
+        same_second: bool,
     },
     /// The body was larger than the limit.
     TooLarge(String),
@@ -390,7 +392,12 @@ impl Puller {
                 signature,
                 etag,
                 date,
+                same_second,
             } => {
+                if same_second {
+                    // No tag tells this version apart: the next poll must not send the last one.
+                    self.view.record.etag = None;
+                }
                 let verified =
                     self.judge_and_record(&body, signature.as_deref(), etag, date, events);
                 if verified {
@@ -718,15 +725,33 @@ impl Puller {
                 }
             }
         };
-        Attempt::Fetched {
-            etag: answer.header(header::ETAG.as_str()).map(str::to_owned),
-            date: answer
-                .header(header::DATE.as_str())
+        let http_date = |name: header::HeaderName| {
+            answer
+                .header(name.as_str())
                 .and_then(|date| httpdate::parse_http_date(date).ok())
+        };
+        let date = http_date(header::DATE);
+        // A tag made from a file's modification time in seconds and its size (nginx's, Apache's)
+        // is the same for two versions of one size written within one second; so a tag served
+        // in the second the file changed (or before it) is not kept, and the next poll fetches
+        // the document again instead of being answered 304 (RFC 9110, 8.8.2.2).
+        let same_second = match (date, http_date(header::LAST_MODIFIED)) {
+            (Some(date), Some(modified)) => date
+                .duration_since(modified)
+                .map_or(true, |age| age < Duration::from_secs(1)),
+            _ => false,
+        };
+        Attempt::Fetched {
+            etag: answer
+                .header(header::ETAG.as_str())
+                .filter(|_| !same_second)
+                .map(str::to_owned),
+            date: date
                 .and_then(|date| date.duration_since(std::time::UNIX_EPOCH).ok())
                 .map(|since| Timestamp::from_millis(since.as_secs().saturating_mul(1000))),
             body: answer.body,
             signature,
+            same_second,
         }
     }
 
