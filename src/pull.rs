@@ -152,6 +152,8 @@ enum Attempt {
         signature: Option<String>,
         etag: Option<String>,
         date: Option<Timestamp>,
+        /// The file changed in the second of the answer, so its tag was dropped.
+        same_second: bool,
     },
     /// The body was larger than the limit.
     TooLarge(String),
@@ -350,7 +352,7 @@ impl Puller {
         let bytes = match read_limited(path, self.trust.max_document_bytes) {
             Ok(bytes) => bytes,
             Err(ReadError::TooLarge(message)) => {
-                self.refuse(Rule::Size, message.clone(), message, events);
+                self.refuse(Rule::Size, message.clone(), message, None, events);
                 return;
             }
             Err(ReadError::Io(error)) => {
@@ -390,7 +392,12 @@ impl Puller {
                 signature,
                 etag,
                 date,
+                same_second,
             } => {
+                if same_second {
+                    // No tag tells this version apart: the next poll must not send the last one.
+                    self.view.record.etag = None;
+                }
                 let verified =
                     self.judge_and_record(&body, signature.as_deref(), etag, date, events);
                 if verified {
@@ -401,7 +408,7 @@ impl Puller {
                 }
             }
             Attempt::TooLarge(message) => {
-                self.refuse(Rule::Size, message.clone(), message, events);
+                self.refuse(Rule::Size, message.clone(), message, None, events);
                 self.backoff(None)
             }
             Attempt::Failed {
@@ -456,6 +463,7 @@ impl Puller {
         rule: Rule,
         message: String,
         candidate: String,
+        serial: Option<u64>,
         events: &mut Vec<PullEvent>,
     ) {
         self.view.record.last_result = format!("refused ({rule})");
@@ -478,7 +486,7 @@ impl Puller {
         };
         let reports = self.reporting.for_document(
             refusal.at,
-            None,
+            serial,
             "refused",
             Some(&refusal.rule),
             &refusal.message,
@@ -538,7 +546,21 @@ impl Puller {
         );
         let (accepted, new) = match decision {
             Decision::Refuse(refusal) => {
-                self.refuse(refusal.rule, refusal.message, trust::digest(bytes), events);
+                // The center is told which serial was refused when the signature held (the
+                // rules checked after it), never a number only an unverified document claims.
+                let serial = match refusal.rule {
+                    Rule::Selector | Rule::Serial | Rule::SerialConflict | Rule::Expired => {
+                        parsed.as_ref().ok().map(|document| document.serial)
+                    }
+                    _ => None,
+                };
+                self.refuse(
+                    refusal.rule,
+                    refusal.message,
+                    trust::digest(bytes),
+                    serial,
+                    events,
+                );
                 return false;
             }
             Decision::Apply(accepted) => (accepted, true),
@@ -708,15 +730,33 @@ impl Puller {
                 }
             }
         };
-        Attempt::Fetched {
-            etag: answer.header(header::ETAG.as_str()).map(str::to_owned),
-            date: answer
-                .header(header::DATE.as_str())
+        let http_date = |name: header::HeaderName| {
+            answer
+                .header(name.as_str())
                 .and_then(|date| httpdate::parse_http_date(date).ok())
+        };
+        let date = http_date(header::DATE);
+        // A tag made from a file's modification time in seconds and its size (nginx's, Apache's)
+        // is the same for two versions of one size written within one second; so a tag served
+        // in the second the file changed (or before it) is not kept, and the next poll fetches
+        // the document again instead of being answered 304 (RFC 9110, 8.8.2.2).
+        let same_second = match (date, http_date(header::LAST_MODIFIED)) {
+            (Some(date), Some(modified)) => date
+                .duration_since(modified)
+                .map_or(true, |age| age < Duration::from_secs(1)),
+            _ => false,
+        };
+        Attempt::Fetched {
+            etag: answer
+                .header(header::ETAG.as_str())
+                .filter(|_| !same_second)
+                .map(str::to_owned),
+            date: date
                 .and_then(|date| date.duration_since(std::time::UNIX_EPOCH).ok())
                 .map(|since| Timestamp::from_millis(since.as_secs().saturating_mul(1000))),
             body: answer.body,
             signature,
+            same_second,
         }
     }
 

@@ -6,66 +6,17 @@
 // Real processes in real time.
 #![allow(clippy::disallowed_methods)]
 
+mod engine_support;
 mod hub_support;
 
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use engine_support::Mosquitto;
 use hub_support::*;
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::{AsyncClient, MqttOptions};
-
-/// Where Debian installs the broker.
-const MOSQUITTO: &str = "/usr/sbin/mosquitto";
-
-struct Broker {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_broker() -> Broker {
-    assert!(
-        std::path::Path::new(MOSQUITTO).exists(),
-        "{MOSQUITTO} is missing: apt-get install -y mosquitto"
-    );
-    let dir = tempfile::tempdir().expect("tempdir");
-    let port = free_port();
-    let config = dir.path().join("mosquitto.conf");
-    // No limit on what the broker queues for the hub's session while it is away.
-    std::fs::write(
-        &config,
-        format!(
-            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n\
-             max_queued_messages 0\n"
-        ),
-    )
-    .expect("write mosquitto.conf");
-    let child = Command::new(MOSQUITTO)
-        .arg("-c")
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start mosquitto");
-    let address: SocketAddr = format!("127.0.0.1:{port}").parse().expect("address");
-    wait_for("mosquitto to listen", || {
-        std::net::TcpStream::connect(address).is_ok()
-    });
-    Broker {
-        child,
-        port,
-        _dir: dir,
-    }
-}
 
 /// A site publishing batches with QoS 1, as the agent's MQTT sender does.
 struct Publisher {
@@ -129,7 +80,7 @@ fn wait_subscribed(publisher: &Publisher, address: SocketAddr, probe: u64) {
 #[test]
 #[ignore = "needs mosquitto: .ci/run installs it and runs the ignored tests"]
 fn batches_from_mqtt_are_stored_once_and_survive_the_hub_being_away() {
-    let broker = start_broker();
+    let broker = Mosquitto::start();
     let dir = HubDir::new(
         "127.0.0.1:0",
         &format!(
@@ -199,7 +150,7 @@ fn batches_from_mqtt_are_stored_once_and_survive_the_hub_being_away() {
 #[test]
 #[ignore = "needs mosquitto: .ci/run installs it and runs the ignored tests"]
 fn kill_9_of_the_hub_during_mqtt_ingest_loses_nothing() {
-    let broker = start_broker();
+    let broker = Mosquitto::start();
     let port = free_port();
     let address: SocketAddr = format!("127.0.0.1:{port}").parse().expect("address");
     let dir = HubDir::new(

@@ -433,3 +433,70 @@ async fn an_expired_document_already_accepted_keeps_running_as_stale() {
     summarize(rig.initial, &mut initial);
     assert_eq!(initial.applied, vec![(6, true)], "{initial:?}");
 }
+
+#[tokio::test]
+async fn a_refusal_reports_the_serial_only_of_a_document_whose_signature_held() {
+    let pki = Pki::new();
+    let center = Center::start(&pki, false).await;
+    let signer = Signer::new();
+    // With [reports], every verdict goes to the outbox (the receiver is never reached here).
+    let extra = format!(
+        "{}\nca_file = \"{}\"\n\n[reports]\nurl = \"https://127.0.0.1:9/v1/reports\"",
+        keys_line(&signer),
+        pki.ca_file.display()
+    );
+    let good = document(5, "");
+    center.publish(&good, Some(signer.sign(&good)));
+    let mut rig = Rig::start(tempfile::tempdir().unwrap(), &center.url(), &extra);
+    assert_eq!(rig.round().await.applied, vec![(5, false)]);
+
+    let cohort = document(9, "selector = { cohort = \"fleet\" }\n");
+    let older = document(4, "");
+    let mut forged = document(99, "");
+    let signature = signer.sign(&forged);
+    forged[3] ^= 0x01;
+    for (bytes, signature) in [
+        (cohort.clone(), signer.sign(&cohort)),
+        (older.clone(), signer.sign(&older)),
+        (forged, signature),
+    ] {
+        center.publish(&bytes, Some(signature));
+        assert_eq!(rig.round().await.refused.len(), 1);
+    }
+    let batch = rig
+        .store
+        .outbox_batch(
+            "store-0042",
+            None,
+            edgeroll::store::BatchLimits {
+                max_reports: 100,
+                max_bytes: 1 << 20,
+            },
+        )
+        .unwrap()
+        .expect("reports");
+    let documents: Vec<(Option<u64>, String, Option<String>)> = batch
+        .reports
+        .into_iter()
+        .filter_map(|report| match report.body {
+            edgeroll::wire::report::ReportBody::Document {
+                serial,
+                outcome,
+                rule,
+                ..
+            } => Some((serial, outcome, rule)),
+            _ => None,
+        })
+        .collect();
+    let rule = |name: &str| Some(name.to_owned());
+    assert_eq!(
+        documents,
+        vec![
+            (Some(5), "applied".to_owned(), None),
+            (Some(9), "refused".to_owned(), rule("selector")),
+            (Some(4), "refused".to_owned(), rule("serial")),
+            // The flipped byte: its serial 99 is only the forger's claim.
+            (None, "refused".to_owned(), rule("signature")),
+        ]
+    );
+}

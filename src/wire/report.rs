@@ -116,7 +116,8 @@ pub enum ReportBody {
     /// What the site did with a desired document.
     #[serde(rename_all = "camelCase")]
     Document {
-        /// The document's serial, when it could be read.
+        /// The document's serial, when it could be read; for a refusal, only when the
+        /// signature held (the rules checked after it).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         serial: Option<u64>,
         /// `applied`, `refused` or `stale`.

@@ -75,6 +75,14 @@ pub struct Site {
 impl Site {
     /// Write the config and start `edgeroll run`.
     pub fn start(options: SiteOptions) -> Site {
+        let mut site = Site::create(options);
+        site.start_agent();
+        site
+    }
+
+    /// Write the config (a `file://` source, site `test-site`) without starting the agent, for
+    /// a test that rewrites `config` first and then calls [`Site::start_agent`].
+    pub fn create(options: SiteOptions) -> Site {
         let dir = tempfile::tempdir().expect("temp dir");
         let socket = dir.path().join("edgeroll.sock");
         let config = dir.path().join("edgeroll.toml");
@@ -98,7 +106,7 @@ impl Site {
         )
         .expect("write config");
         let marker = format!("{:016x}", fastrand::u64(..));
-        let mut site = Site {
+        Site {
             dir,
             service: options.service,
             proxy,
@@ -108,9 +116,7 @@ impl Site {
             metrics,
             marker,
             agent: None,
-        };
-        site.start_agent();
-        site
+        }
     }
 
     /// The environment marker every workload of this site must carry (`EDGEROLL_TEST_MARKER`),
@@ -227,8 +233,24 @@ impl Site {
         templates: &str,
         replicas: u32,
     ) {
+        let text = self.desired_text(version, app_args, steps, templates, replicas);
+        let partial = self.desired.with_extension("partial");
+        std::fs::write(&partial, text).expect("write desired");
+        std::fs::rename(&partial, &self.desired).expect("rename desired");
+    }
+
+    /// The text [`Site::write_desired_with`] writes (`serial = 1`, no selector): this site's
+    /// proxy address and marker, so a center can serve it to this site.
+    pub fn desired_text(
+        &self,
+        version: &str,
+        app_args: &[&str],
+        steps: &str,
+        templates: &str,
+        replicas: u32,
+    ) -> String {
         let extra: String = app_args.iter().map(|arg| format!(", {arg:?}")).collect();
-        let text = format!(
+        format!(
             r#"apiVersion = "edgeroll/v1"
 serial = 1
 
@@ -252,10 +274,7 @@ readiness = {{ httpGet = "/healthz" }}
             proxy = self.proxy,
             exe = edgeroll(),
             marker = self.marker,
-        );
-        let partial = self.desired.with_extension("partial");
-        std::fs::write(&partial, text).expect("write desired");
-        std::fs::rename(&partial, &self.desired).expect("rename desired");
+        )
     }
 
     /// Ask the agent to re-read the desired document now (SIGHUP).

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use edgeroll::time::Timestamp;
@@ -191,8 +192,44 @@ pub fn try_request(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> std::io::Result<Answer> {
-    let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(5))?;
+    let stream = TcpStream::connect_timeout(&address, Duration::from_secs(5))?;
     stream.set_read_timeout(Some(Duration::from_secs(20)))?;
+    exchange(stream, address, method, path, headers, body)
+}
+
+/// As [`try_request`], over TLS with `tls` (server name `127.0.0.1`), for a hub with `[tls]`.
+pub fn try_request_tls(
+    tls: &Arc<rustls::ClientConfig>,
+    address: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<Answer> {
+    let tcp = TcpStream::connect_timeout(&address, Duration::from_secs(5))?;
+    tcp.set_read_timeout(Some(Duration::from_secs(20)))?;
+    let name = rustls::pki_types::ServerName::from(address.ip());
+    let connection =
+        rustls::ClientConnection::new(tls.clone(), name).map_err(std::io::Error::other)?;
+    exchange(
+        rustls::StreamOwned::new(connection, tcp),
+        address,
+        method,
+        path,
+        headers,
+        body,
+    )
+}
+
+/// One request and its answer on a connected stream.
+fn exchange(
+    mut stream: impl Read + Write,
+    address: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<Answer> {
     let mut head = format!(
         "{method} {path} HTTP/1.1\r\nhost: {address}\r\nconnection: close\r\ncontent-length: {}\r\n",
         body.len()
@@ -324,17 +361,18 @@ pub fn post_batch(address: SocketAddr, batch: &ReportBatch) -> Answer {
 
 /// Every sequence number the hub holds for `site`, in order, and its high-water mark.
 pub fn held(address: SocketAddr, site: &str) -> (Vec<u64>, u64) {
+    held_via(|path| request(address, "GET", path, &[], b""), site)
+}
+
+/// As [`held`], with `get` doing each GET of the read API (e.g. over TLS).
+pub fn held_via(mut get: impl FnMut(&str) -> Answer, site: &str) -> (Vec<u64>, u64) {
     let mut seqs = Vec::new();
     let mut after = 0;
     let mut high_water;
     loop {
-        let answer = request(
-            address,
-            "GET",
-            &format!("/v1/sites/{site}/reports?after={after}&limit=10000"),
-            &[],
-            b"",
-        );
+        let answer = get(&format!(
+            "/v1/sites/{site}/reports?after={after}&limit=10000"
+        ));
         assert_eq!(answer.status, 200, "{}", answer.text());
         let page = answer.json();
         high_water = page["highWater"].as_u64().unwrap_or(0);
