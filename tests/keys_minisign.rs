@@ -119,15 +119,17 @@ fn workspace() -> (tempfile::TempDir, PathBuf) {
     (dir, document)
 }
 
-/// The key id minisign wrote in a `.pub` file's comment.
+/// The key id minisign wrote in a `.pub` file's comment, as edgeroll writes key ids: 16 hex
+/// digits. minisign leaves out leading zeros (`%X`), so an id starting with 0 is padded here.
 fn key_id_in(public_file: &str) -> String {
-    public_file
+    let written = public_file
         .lines()
         .next()
         .and_then(|line| line.strip_prefix("untrusted comment: minisign public key "))
         .expect("a minisign public key comment")
         .trim()
-        .to_owned()
+        .to_uppercase();
+    format!("{written:0>16}")
 }
 
 /// Check a minisign signature with edgeroll's verifier, and that a changed byte in the document
