@@ -609,6 +609,7 @@ fn fleet_end_to_end(kills_per_site: usize) {
 }
 
 #[test]
+#[ignore = "needs nginx and mosquitto (apt-get install nginx-light mosquitto); .ci/run installs them and runs --ignored"]
 fn a_fleet_of_three_rolls_a_pilot_canary_and_survives_102_kill_9_without_losing_a_report() {
     fleet_end_to_end(34);
 }

@@ -159,6 +159,7 @@ fn verify_in_edgeroll(public_file: &str, document: &[u8], signature_file: &str) 
 }
 
 #[test]
+#[ignore = "needs minisign (apt-get install minisign); .ci/run installs it and runs --ignored"]
 fn a_document_signed_by_minisign_with_an_unencrypted_key_verifies_in_edgeroll() {
     let (dir, document) = workspace();
     let public = dir.path().join("ms.pub");
@@ -243,6 +244,7 @@ fn a_document_signed_by_minisign_with_an_unencrypted_key_verifies_in_edgeroll() 
 }
 
 #[test]
+#[ignore = "needs minisign (apt-get install minisign); .ci/run installs it and runs --ignored"]
 fn a_document_signed_by_minisign_with_a_password_verifies_in_edgeroll_and_its_key_signs_in_edgeroll(
 ) {
     let (dir, document) = workspace();
@@ -308,6 +310,7 @@ fn a_document_signed_by_minisign_with_a_password_verifies_in_edgeroll_and_its_ke
 }
 
 #[test]
+#[ignore = "needs minisign (apt-get install minisign); .ci/run installs it and runs --ignored"]
 fn a_document_signed_by_edgeroll_verifies_with_minisign_and_shows_its_serial_and_selector() {
     let (dir, document) = workspace();
     let output = edgeroll(dir.path(), &["keygen", "--unencrypted"], None);
@@ -381,6 +384,7 @@ fn a_document_signed_by_edgeroll_verifies_with_minisign_and_shows_its_serial_and
 }
 
 #[test]
+#[ignore = "needs minisign (apt-get install minisign); .ci/run installs it and runs --ignored"]
 fn keys_from_edgeroll_keygen_sign_with_minisign() {
     let (dir, document) = workspace();
     let plain = dir.path().join("plain");
@@ -602,6 +606,7 @@ fn on_a_terminal(dir: &Path, command: &str, answers: &[(&str, &str)]) -> (Option
 }
 
 #[test]
+#[ignore = "needs minisign (apt-get install minisign); .ci/run installs it and runs --ignored"]
 fn a_password_is_asked_on_the_terminal_without_echo() {
     let dir = tempfile::tempdir().expect("temp dir");
     let binary = env!("CARGO_BIN_EXE_edgeroll");

@@ -43,6 +43,7 @@ fn ago(seconds: u64) -> SystemTime {
 }
 
 #[tokio::test]
+#[ignore = "needs nginx (apt-get install nginx-light); .ci/run installs it and runs --ignored"]
 async fn a_site_pulls_a_signed_document_from_plain_nginx_and_gets_304_from_its_etag() {
     let pki = Pki::new();
     let served = tempfile::tempdir().expect("nginx dir");
@@ -96,6 +97,7 @@ async fn a_site_pulls_a_signed_document_from_plain_nginx_and_gets_304_from_its_e
 }
 
 #[tokio::test]
+#[ignore = "needs nginx (apt-get install nginx-light); .ci/run installs it and runs --ignored"]
 async fn a_new_version_of_the_same_size_in_the_same_second_is_not_hidden_by_nginx_etag() {
     // nginx's ETag is the modification time in seconds and the size: two versions of one size
     // written within one second share it. A site that fetched the first in that second must
