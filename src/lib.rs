@@ -26,5 +26,6 @@ pub mod spec;
 pub mod store;
 pub mod systemd;
 pub mod time;
+pub mod tls;
 pub mod trust;
 pub mod wire;

@@ -20,12 +20,7 @@ use std::time::{Duration, SystemTime};
 
 use base64::Engine as _;
 use bytes::Bytes;
-use http::{header, Request, StatusCode};
-use http_body_util::{BodyExt, Empty, Limited};
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use http::{header, StatusCode};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -40,6 +35,13 @@ use crate::time::Timestamp;
 use crate::trust::{self, Candidate, Decision, Policy, Rule, Site, SourceKind, TrustState};
 use crate::wire;
 use crate::wire::signature::TrustedKey;
+
+mod client;
+mod file;
+
+use self::client::{GetError, PullClient};
+pub use self::file::signature_path;
+use self::file::{fingerprint, read_limited, ReadError};
 
 /// How long connecting (TCP and TLS) may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -792,197 +794,6 @@ pub fn backoff_ceiling(failures: u32, poll_interval: Duration) -> Duration {
 fn jitter(ceiling: Duration) -> Duration {
     let millis = u64::try_from(ceiling.as_millis()).unwrap_or(u64::MAX);
     Duration::from_millis(fastrand::u64(0..=millis))
-}
-
-/// `desired.toml` → `desired.toml.minisig`.
-pub fn signature_path(path: &Path) -> PathBuf {
-    let mut name = path.as_os_str().to_owned();
-    name.push(wire::SIGNATURE_SUFFIX);
-    PathBuf::from(name)
-}
-
-fn fingerprint(path: &Path) -> (Option<SystemTime>, u64) {
-    std::fs::metadata(path)
-        .map(|metadata| (metadata.modified().ok(), metadata.len()))
-        .unwrap_or((None, 0))
-}
-
-enum ReadError {
-    TooLarge(String),
-    Io(std::io::Error),
-}
-
-fn read_limited(path: &Path, limit: u64) -> Result<Vec<u8>, ReadError> {
-    let metadata = std::fs::metadata(path).map_err(ReadError::Io)?;
-    if metadata.len() > limit {
-        return Err(ReadError::TooLarge(format!(
-            "{} is {} bytes, more than the limit of {limit} (desired.max_document_bytes)",
-            path.display(),
-            metadata.len()
-        )));
-    }
-    std::fs::read(path).map_err(ReadError::Io)
-}
-
-// === the https client ===
-
-/// A complete answer.
-struct PullAnswer {
-    status: StatusCode,
-    headers: http::HeaderMap,
-    body: Bytes,
-}
-
-impl PullAnswer {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).and_then(|value| value.to_str().ok())
-    }
-
-    /// `Retry-After` as seconds or an HTTP date.
-    fn retry_after(&self, now: Timestamp) -> Option<Duration> {
-        let value = self.header(header::RETRY_AFTER.as_str())?.trim();
-        if let Ok(seconds) = value.parse::<u64>() {
-            return Some(Duration::from_secs(seconds));
-        }
-        let at = httpdate::parse_http_date(value).ok()?;
-        let at = at.duration_since(std::time::UNIX_EPOCH).ok()?;
-        Some(at.saturating_sub(Duration::from_millis(now.as_millis())))
-    }
-}
-
-enum GetError {
-    TooLarge(String),
-    Failed(String),
-}
-
-/// The pull's HTTPS client: rustls with ring, the system CAs plus `ca_file`, optional client
-/// certificate; HTTP/1.1; connect and answer timeouts.
-#[derive(Clone)]
-struct PullClient {
-    client: Client<HttpsConnector<HttpConnector>, Empty<Bytes>>,
-}
-
-impl PullClient {
-    fn new(trust: &DesiredTrust) -> Result<PullClient, String> {
-        crate::provider::http_client::install_crypto_provider();
-        let mut roots = rustls::RootCertStore::empty();
-        let native = rustls_native_certs::load_native_certs();
-        for error in &native.errors {
-            warn!(%error, "cannot load a system CA certificate");
-        }
-        let (_, _) = roots.add_parsable_certificates(native.certs);
-        if let Some(path) = &trust.ca_file {
-            let certs = read_certs(path)?;
-            if certs.is_empty() {
-                return Err(format!("{} holds no certificate", path.display()));
-            }
-            for cert in certs {
-                roots
-                    .add(cert)
-                    .map_err(|error| format!("desired.ca_file {}: {error}", path.display()))?;
-            }
-        }
-        let builder = rustls::ClientConfig::builder().with_root_certificates(roots);
-        let config = match (&trust.client_cert, &trust.client_key) {
-            (Some(cert), Some(key)) => {
-                let chain = read_certs(cert)?;
-                let key_text = std::fs::read(key)
-                    .map_err(|error| format!("desired.client_key {}: {error}", key.display()))?;
-                let key_der = rustls_pemfile::private_key(&mut key_text.as_slice())
-                    .map_err(|error| format!("desired.client_key {}: {error}", key.display()))?
-                    .ok_or_else(|| format!("desired.client_key {} holds no key", key.display()))?;
-                builder
-                    .with_client_auth_cert(chain, key_der)
-                    .map_err(|error| format!("desired.client_cert: {error}"))?
-            }
-            _ => builder.with_no_client_auth(),
-        };
-        let mut http = HttpConnector::new();
-        http.set_connect_timeout(Some(CONNECT_TIMEOUT));
-        http.enforce_http(false);
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(config)
-            .https_only()
-            .enable_http1()
-            .wrap_connector(http);
-        Ok(PullClient {
-            client: Client::builder(TokioExecutor::new()).build(connector),
-        })
-    }
-
-    async fn get(
-        &self,
-        url: &str,
-        headers: &[(&'static str, String)],
-        etag: Option<&str>,
-        limit: usize,
-        timeout: Duration,
-    ) -> Result<PullAnswer, GetError> {
-        let mut request = Request::get(url);
-        for (name, value) in headers {
-            request = request.header(*name, value);
-        }
-        if let Some(etag) = etag {
-            request = request.header(header::IF_NONE_MATCH, etag);
-        }
-        let request = request.body(Empty::new()).map_err(|error| {
-            GetError::Failed(format!("cannot build a request to {url}: {error}"))
-        })?;
-        let exchange = async {
-            let response = self.client.request(request).await.map_err(|error| {
-                GetError::Failed(format!(
-                    "cannot reach {url}: {}",
-                    crate::provider::http_client::error_chain(&error)
-                ))
-            })?;
-            let status = response.status();
-            let headers = response.headers().clone();
-            let declared = headers
-                .get(header::CONTENT_LENGTH)
-                .and_then(|value| value.to_str().ok())
-                .and_then(|value| value.parse::<u64>().ok());
-            if let Some(length) = declared.filter(|length| *length > limit as u64) {
-                return Err(GetError::TooLarge(format!(
-                    "{url} sent {length} bytes, more than the limit of {limit} (desired.max_document_bytes)"
-                )));
-            }
-            let body = Limited::new(response.into_body(), limit)
-                .collect()
-                .await
-                .map_err(|error| {
-                    if error.is::<http_body_util::LengthLimitError>() {
-                        GetError::TooLarge(format!(
-                            "{url} sent more than the limit of {limit} bytes (desired.max_document_bytes)"
-                        ))
-                    } else {
-                        GetError::Failed(format!(
-                            "cannot read the answer of {url}: {}",
-                            crate::provider::http_client::error_chain(error.as_ref())
-                        ))
-                    }
-                })?
-                .to_bytes();
-            Ok(PullAnswer {
-                status,
-                headers,
-                body,
-            })
-        };
-        tokio::time::timeout(timeout, exchange)
-            .await
-            .unwrap_or_else(|_| {
-                Err(GetError::Failed(format!(
-                    "{url} did not answer within {timeout:?}"
-                )))
-            })
-    }
-}
-
-fn read_certs(path: &Path) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, String> {
-    let text = std::fs::read(path).map_err(|error| format!("{}: {error}", path.display()))?;
-    rustls_pemfile::certs(&mut text.as_slice())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|error| format!("{}: {error}", path.display()))
 }
 
 #[cfg(test)]

@@ -8,7 +8,6 @@
 //! the sender decides when to try again.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -21,7 +20,6 @@ use hyper_util::rt::TokioExecutor;
 
 use super::{Outcome, SenderError};
 use crate::config::ReportsConfig;
-use crate::provider::http_client::install_crypto_provider;
 use crate::wire::report::{Ack, ReportBatch};
 use crate::wire::{self, IDEMPOTENCY_KEY_HEADER, LABELS_HEADER, SITE_HEADER};
 
@@ -176,59 +174,13 @@ fn parse_retry_after(value: &str) -> Option<Duration> {
 
 /// rustls with the ring provider: the system's CA store, `ca_file`, and the client certificate.
 pub(super) fn tls_config(config: &ReportsConfig) -> Result<rustls::ClientConfig, SenderError> {
-    install_crypto_provider();
-    let mut roots = rustls::RootCertStore::empty();
-    let native = rustls_native_certs::load_native_certs();
-    for error in &native.errors {
-        tracing::warn!(%error, "cannot load some of the system's CA certificates");
-    }
-    let (_added, _ignored) = roots.add_parsable_certificates(native.certs);
-    if let Some(ca_file) = &config.ca_file {
-        for certificate in read_certificates(ca_file)? {
-            roots.add(certificate).map_err(|error| {
-                SenderError::Tls(format!("ca_file {}: {error}", ca_file.display()))
-            })?;
-        }
-    }
-    let builder = rustls::ClientConfig::builder().with_root_certificates(roots);
-    match (&config.client_cert, &config.client_key) {
-        (Some(cert), Some(key)) => {
-            let chain = read_certificates(cert)?;
-            let key = read_key(key)?;
-            builder.with_client_auth_cert(chain, key).map_err(|error| {
-                SenderError::Tls(format!("client_cert {}: {error}", cert.display()))
-            })
-        }
-        _ => Ok(builder.with_no_client_auth()),
-    }
-}
-
-fn read_pem(path: &Path) -> Result<Vec<u8>, SenderError> {
-    std::fs::read(path)
-        .map_err(|error| SenderError::Tls(format!("read {}: {error}", path.display())))
-}
-
-fn read_certificates(
-    path: &Path,
-) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, SenderError> {
-    let pem = read_pem(path)?;
-    let certificates = rustls_pemfile::certs(&mut pem.as_slice())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|error| SenderError::Tls(format!("{}: {error}", path.display())))?;
-    if certificates.is_empty() {
-        return Err(SenderError::Tls(format!(
-            "{}: no PEM certificate in it",
-            path.display()
-        )));
-    }
-    Ok(certificates)
-}
-
-fn read_key(path: &Path) -> Result<rustls::pki_types::PrivateKeyDer<'static>, SenderError> {
-    let pem = read_pem(path)?;
-    rustls_pemfile::private_key(&mut pem.as_slice())
-        .map_err(|error| SenderError::Tls(format!("{}: {error}", path.display())))?
-        .ok_or_else(|| SenderError::Tls(format!("{}: no PEM private key in it", path.display())))
+    crate::tls::client_config(crate::tls::Files {
+        section: "reports",
+        ca_file: config.ca_file.as_deref(),
+        client_cert: config.client_cert.as_deref(),
+        client_key: config.client_key.as_deref(),
+    })
+    .map_err(SenderError::Tls)
 }
 
 #[cfg(test)]
