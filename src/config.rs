@@ -17,6 +17,19 @@ use crate::spec::parse::parse_tree;
 use crate::spec::parse::reader::{Reader, Table};
 use crate::spec::parse::tree::{Format, Node, Source, Value};
 
+mod desired;
+mod reports;
+
+use self::desired::read_desired;
+pub use self::desired::{
+    DesiredSource, DesiredTrust, DEFAULT_MAX_DOCUMENT_BYTES, DEFAULT_PULL_TIMEOUT,
+};
+use self::reports::read_reports;
+pub use self::reports::{
+    ReportsConfig, ReportsUrl, DEFAULT_BATCH_MAX_BYTES, DEFAULT_BATCH_MAX_REPORTS,
+    DEFAULT_REPORT_TIMEOUT, DEFAULT_RETRY_INITIAL, DEFAULT_RETRY_MAX,
+};
+
 /// Default config file.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/edgeroll/edgeroll.toml";
 /// Default socket.
@@ -43,20 +56,6 @@ pub const DEFAULT_STOP_GRACE: Duration = Duration::from_secs(10);
 pub const DEFAULT_LOG_MAX_BYTES: u64 = 1024 * 1024;
 /// Default `desired.poll_interval`.
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(30);
-/// Default `desired.max_document_bytes`: 1 MiB, hundreds of times a real document.
-pub const DEFAULT_MAX_DOCUMENT_BYTES: u64 = 1024 * 1024;
-/// Default `desired.timeout`.
-pub const DEFAULT_PULL_TIMEOUT: Duration = Duration::from_secs(30);
-/// Default `reports.batch_max_reports`.
-pub const DEFAULT_BATCH_MAX_REPORTS: usize = 500;
-/// Default `reports.batch_max_bytes` (report JSON before compression).
-pub const DEFAULT_BATCH_MAX_BYTES: usize = 1024 * 1024;
-/// Default `reports.timeout`: one delivery attempt, connect to acknowledgement.
-pub const DEFAULT_REPORT_TIMEOUT: Duration = Duration::from_secs(30);
-/// Default `reports.retry_initial`: the first retry waits up to this long (full jitter).
-pub const DEFAULT_RETRY_INITIAL: Duration = Duration::from_secs(1);
-/// Default `reports.retry_max`: retries wait up to this long at most.
-pub const DEFAULT_RETRY_MAX: Duration = Duration::from_secs(300);
 /// The largest config file read, in bytes; a real one is a few hundred bytes.
 pub const MAX_CONFIG_FILE_BYTES: u64 = 1024 * 1024;
 
@@ -104,106 +103,6 @@ pub struct Config {
 pub enum RuntimeKind {
     /// Child processes.
     Process,
-}
-
-/// `desired.source`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DesiredSource {
-    /// No source configured: nothing runs until one is.
-    None,
-    /// A local file, re-read when it changes and on SIGHUP.
-    File(PathBuf),
-    /// An `https://` URL, pulled every `poll_interval`; `{site}` stands for the site name.
-    Https(String),
-}
-
-/// The trust settings of `[desired]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DesiredTrust {
-    /// `trusted_keys`: minisign public keys (the base64 line), read from `.pub` files where the
-    /// config named a path. Empty means no key is pinned.
-    pub trusted_keys: Vec<String>,
-    /// `allow_unsigned`: accept an unsigned `https://` document when no key is pinned.
-    pub allow_unsigned: bool,
-    /// `ca_file`: extra CA certificates (PEM) for `https://`; the system store is always used.
-    pub ca_file: Option<PathBuf>,
-    /// `client_cert`: the site's certificate chain (PEM) for mutual TLS.
-    pub client_cert: Option<PathBuf>,
-    /// `client_key`: its private key (PEM).
-    pub client_key: Option<PathBuf>,
-    /// `max_document_bytes`: the largest document (and signature) read.
-    pub max_document_bytes: u64,
-    /// `timeout`: how long one `https://` answer may take once connected (connecting has its
-    /// own 10 s limit).
-    pub timeout: Duration,
-}
-
-impl Default for DesiredTrust {
-    fn default() -> Self {
-        DesiredTrust {
-            trusted_keys: Vec::new(),
-            allow_unsigned: false,
-            ca_file: None,
-            client_cert: None,
-            client_key: None,
-            max_document_bytes: DEFAULT_MAX_DOCUMENT_BYTES,
-            timeout: DEFAULT_PULL_TIMEOUT,
-        }
-    }
-}
-
-/// `[reports]`: the report outbox and its sender.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReportsConfig {
-    /// The receiver.
-    pub url: ReportsUrl,
-    /// Bound of the outbox in bytes of report JSON (default 64 MiB); when full, the oldest
-    /// measurements are dropped.
-    pub outbox_max_bytes: u64,
-    /// At most this many reports per batch.
-    pub batch_max_reports: usize,
-    /// At most this many bytes of report JSON per batch (before compression).
-    pub batch_max_bytes: usize,
-    /// Deadline of one delivery attempt.
-    pub timeout: Duration,
-    /// Upper bound of the first retry's wait (full jitter, doubling per failure).
-    pub retry_initial: Duration,
-    /// Upper bound of any retry's wait.
-    pub retry_max: Duration,
-    /// Extra CA certificates (PEM) for `https://` and `mqtts://`; the system store is always used.
-    pub ca_file: Option<PathBuf>,
-    /// Client certificate (PEM) for mutual TLS, with `client_key`.
-    pub client_cert: Option<PathBuf>,
-    /// The client certificate's private key (PEM).
-    pub client_key: Option<PathBuf>,
-}
-
-/// `reports.url`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ReportsUrl {
-    /// `https://…` (or `http://` to a loopback address): POST batches there.
-    Http(String),
-    /// `mqtt://host:port` or `mqtts://host:port`: publish batches with QoS 1 (MQTT 5).
-    Mqtt {
-        /// Broker host.
-        host: String,
-        /// Broker port (default 1883, or 8883 for `mqtts`).
-        port: u16,
-        /// TLS (`mqtts://`).
-        tls: bool,
-    },
-}
-
-impl std::fmt::Display for ReportsUrl {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ReportsUrl::Http(url) => f.write_str(url),
-            ReportsUrl::Mqtt { host, port, tls } => {
-                let scheme = if *tls { "mqtts" } else { "mqtt" };
-                write!(f, "{scheme}://{host}:{port}")
-            }
-        }
-    }
 }
 
 /// Load `path` and then `<dir of path>/edgeroll.d/*.toml` in name order, merged.
@@ -544,125 +443,6 @@ fn read_runtime(
     Some((kind?, stop_grace?, log_max_bytes?))
 }
 
-fn read_desired(
-    reader: &mut Reader<'_>,
-    mut table: Option<&mut Table<'_>>,
-) -> Option<(DesiredSource, Duration, DesiredTrust)> {
-    let source = match field(&mut table, "source") {
-        Some((path, value)) => read_desired_source(reader, &path, value),
-        None => Some(DesiredSource::None),
-    };
-    let poll_interval = match field(&mut table, "poll_interval") {
-        Some((path, value)) => reader.duration(&path, value),
-        None => Some(DEFAULT_POLL_INTERVAL),
-    };
-    let trust = read_desired_trust(reader, &mut table);
-    Some((source?, poll_interval?, trust?))
-}
-
-fn read_desired_trust(
-    reader: &mut Reader<'_>,
-    table: &mut Option<&mut Table<'_>>,
-) -> Option<DesiredTrust> {
-    let defaults = DesiredTrust::default();
-    let trusted_keys = match field(table, "trusted_keys") {
-        Some((path, value)) => read_trusted_keys(reader, &path, value),
-        None => Some(Vec::new()),
-    };
-    let allow_unsigned = match field(table, "allow_unsigned") {
-        Some((path, value)) => reader.boolean(&path, value),
-        None => Some(defaults.allow_unsigned),
-    };
-    let mut optional_path = |key: &'static str| match field(table, key) {
-        Some((path, value)) => read_path(reader, &path, value).map(Some),
-        None => Some(None),
-    };
-    let ca_file = optional_path("ca_file");
-    let client_cert = optional_path("client_cert");
-    let client_key = optional_path("client_key");
-    let max_document_bytes = match field(table, "max_document_bytes") {
-        Some((path, value)) => reader.int::<u64>(&path, value, 1..=i64::from(u32::MAX)),
-        None => Some(defaults.max_document_bytes),
-    };
-    let timeout = match field(table, "timeout") {
-        Some((path, value)) => reader.duration(&path, value),
-        None => Some(defaults.timeout),
-    };
-    let (client_cert, client_key) = (client_cert?, client_key?);
-    if client_cert.is_some() != client_key.is_some() {
-        let (present, missing) = if client_cert.is_some() {
-            ("client_cert", "client_key")
-        } else {
-            ("client_key", "client_cert")
-        };
-        if let Some((path, value)) = field(table, present) {
-            reader.error(
-                value,
-                &path,
-                format!("mutual TLS needs both: set desired.{missing} too"),
-            );
-        }
-        return None;
-    }
-    Some(DesiredTrust {
-        trusted_keys: trusted_keys?,
-        allow_unsigned: allow_unsigned?,
-        ca_file: ca_file?,
-        client_cert,
-        client_key,
-        max_document_bytes: max_document_bytes?,
-        timeout: timeout?,
-    })
-}
-
-/// `trusted_keys`: each entry is a minisign public key's base64 line, or the path of a `.pub`
-/// file holding one (relative to the config file).
-fn read_trusted_keys(reader: &mut Reader<'_>, path: &str, value: &Value) -> Option<Vec<String>> {
-    let entries = reader.array(path, value)?;
-    let mut keys = Vec::new();
-    let mut valid = true;
-    for (index, entry) in entries.iter().enumerate() {
-        let entry_path = format!("{path}[{index}]");
-        let Some(text) = reader.non_empty_string(&entry_path, entry) else {
-            valid = false;
-            continue;
-        };
-        let key_text = if crate::wire::signature::TrustedKey::parse(text).is_ok() {
-            text.to_owned()
-        } else {
-            let Some(file) = resolve(reader, entry, text) else {
-                valid = false;
-                continue;
-            };
-            match read_file(&file) {
-                Ok(contents) => contents,
-                Err(message) => {
-                    reader.error(
-                        entry,
-                        &entry_path,
-                        format!(
-                            "{text:?} is neither a minisign public key nor a readable .pub file ({}: {message})",
-                            file.display()
-                        ),
-                    );
-                    valid = false;
-                    continue;
-                }
-            }
-        };
-        match crate::wire::signature::TrustedKey::parse(&key_text) {
-            Ok(key) => keys.push(key.to_base64()),
-            Err(error) => {
-                reader.error(entry, &entry_path, error.to_string());
-                valid = false;
-            }
-        }
-    }
-    valid.then_some(keys)
-}
-
-/// The `[metrics]` section. Only `listen` exists so far; the recording rules and remote write
-/// of the contract are not implemented, so their keys are reported as unknown.
 fn read_metrics(
     reader: &mut Reader<'_>,
     mut table: Option<&mut Table<'_>>,
@@ -678,176 +458,6 @@ fn read_metrics(
                 value,
                 &path,
                 format!("{text:?} is not an address with a port, such as \"127.0.0.1:9469\""),
-            );
-            None
-        }
-    }
-}
-
-fn read_desired_source(
-    reader: &mut Reader<'_>,
-    path: &str,
-    value: &Value,
-) -> Option<DesiredSource> {
-    let text = reader.non_empty_string(path, value)?;
-    if let Some(rest) = text.strip_prefix("file://") {
-        if !rest.starts_with('/') {
-            reader.error(value, path, format!("{text:?} must be an absolute file url such as file:///etc/edgeroll/desired.toml"));
-            return None;
-        }
-        return match percent_decode(rest) {
-            Some(decoded) => Some(DesiredSource::File(PathBuf::from(decoded))),
-            None => {
-                reader.error(value, path, format!("{text:?} has an invalid %-escape"));
-                None
-            }
-        };
-    }
-    if text.starts_with("https://") {
-        // `{site}` is replaced at pull time; check the rest is a URL with a host.
-        let probe = text.replace("{site}", "site");
-        return match probe.parse::<http::Uri>() {
-            Ok(uri) if uri.host().is_some_and(|host| !host.is_empty()) => {
-                Some(DesiredSource::Https(text.to_owned()))
-            }
-            _ => {
-                reader.error(value, path, format!("{text:?} is not a valid https:// URL"));
-                None
-            }
-        };
-    }
-    if let Some((scheme, _)) = text.split_once("://") {
-        reader.error(
-            value,
-            path,
-            format!("unsupported source `{scheme}://`, expected https://…, file:///path or an absolute path"),
-        );
-        return None;
-    }
-    resolve(reader, value, text).map(DesiredSource::File)
-}
-
-fn read_reports(reader: &mut Reader<'_>, table: &mut Table<'_>) -> Option<ReportsConfig> {
-    let url = table
-        .required(reader, "url")
-        .and_then(|(path, value)| read_reports_url(reader, &path, value));
-    let mut table = Some(table);
-    let outbox_max_bytes = match field(&mut table, "outbox_max_bytes") {
-        Some((path, value)) => reader.int::<u64>(&path, value, 4096..=i64::MAX),
-        None => Some(crate::store::DEFAULT_OUTBOX_MAX_BYTES),
-    };
-    let batch_max_reports = match field(&mut table, "batch_max_reports") {
-        Some((path, value)) => reader.int::<usize>(&path, value, 1..=100_000),
-        None => Some(DEFAULT_BATCH_MAX_REPORTS),
-    };
-    // The compressed batch must stay under the receiver's limit; JSON compresses well, but a
-    // limit of the receiver's own size keeps even incompressible batches acceptable.
-    let max_batch = crate::wire::report::MAX_BATCH_BYTES as i64;
-    let batch_max_bytes = match field(&mut table, "batch_max_bytes") {
-        Some((path, value)) => reader.int::<usize>(&path, value, 1024..=max_batch),
-        None => Some(DEFAULT_BATCH_MAX_BYTES),
-    };
-    let duration =
-        |reader: &mut Reader<'_>, table: &mut Option<&mut Table<'_>>, key, default| match field(
-            table, key,
-        ) {
-            Some((path, value)) => reader.duration(&path, value).and_then(|duration| {
-                if duration.is_zero() {
-                    reader.error(value, &path, "must be longer than 0s");
-                    None
-                } else {
-                    Some(duration)
-                }
-            }),
-            None => Some(default),
-        };
-    let timeout = duration(reader, &mut table, "timeout", DEFAULT_REPORT_TIMEOUT);
-    let retry_initial = duration(reader, &mut table, "retry_initial", DEFAULT_RETRY_INITIAL);
-    let retry_max = duration(reader, &mut table, "retry_max", DEFAULT_RETRY_MAX);
-    let mut optional_path = |key| match field(&mut table, key) {
-        Some((path, value)) => read_path(reader, &path, value).map(Some),
-        None => Some(None),
-    };
-    let ca_file = optional_path("ca_file");
-    let client_cert = optional_path("client_cert");
-    let client_key = optional_path("client_key");
-    let (client_cert, client_key) = (client_cert?, client_key?);
-    if client_cert.is_some() != client_key.is_some() {
-        let table = table.as_ref()?;
-        reader.error(
-            table.value(),
-            table.path(),
-            "client_cert and client_key go together: set both or neither",
-        );
-        return None;
-    }
-    Some(ReportsConfig {
-        url: url?,
-        outbox_max_bytes: outbox_max_bytes?,
-        batch_max_reports: batch_max_reports?,
-        batch_max_bytes: batch_max_bytes?,
-        timeout: timeout?,
-        retry_initial: retry_initial?,
-        retry_max: retry_max?,
-        ca_file: ca_file?,
-        client_cert,
-        client_key,
-    })
-}
-
-/// `reports.url`: `https://host[:port]/path`, `http://` to a loopback host (tests, a local
-/// relay), or `mqtt[s]://host[:port]`.
-fn read_reports_url(reader: &mut Reader<'_>, path: &str, value: &Value) -> Option<ReportsUrl> {
-    let text = reader.non_empty_string(path, value)?;
-    let uri: Result<http::Uri, _> = text.parse();
-    let parsed = uri.ok().and_then(|uri| {
-        let scheme = uri.scheme_str()?.to_owned();
-        let host = uri
-            .host()?
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_owned();
-        Some((scheme, host, uri.port_u16()))
-    });
-    let Some((scheme, host, port)) = parsed else {
-        reader.error(
-            value,
-            path,
-            format!("{text:?} is not a url such as https://hub.example.com/v1/reports or mqtt://broker:1883"),
-        );
-        return None;
-    };
-    match scheme.as_str() {
-        "https" => Some(ReportsUrl::Http(text.to_owned())),
-        "http" => {
-            let loopback = host == "localhost"
-                || host
-                    .parse::<std::net::IpAddr>()
-                    .is_ok_and(|address| address.is_loopback());
-            if loopback {
-                Some(ReportsUrl::Http(text.to_owned()))
-            } else {
-                reader.error(
-                    value,
-                    path,
-                    format!("{text:?}: reports leave the site only over https:// (http:// is for a loopback receiver)"),
-                );
-                None
-            }
-        }
-        "mqtt" | "mqtts" => {
-            let tls = scheme == "mqtts";
-            Some(ReportsUrl::Mqtt {
-                host,
-                port: port.unwrap_or(if tls { 8883 } else { 1883 }),
-                tls,
-            })
-        }
-        other => {
-            reader.error(
-                value,
-                path,
-                format!("unsupported scheme `{other}://`, expected https://, mqtt:// or mqtts://"),
             );
             None
         }
