@@ -7,6 +7,7 @@
 
 pub mod analysis;
 pub mod api;
+pub mod backoff;
 pub mod cli;
 pub mod config;
 pub mod demo;

@@ -26,6 +26,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+use crate::backoff::{jitter, Backoff};
 use crate::config::{Config, DesiredSource, DesiredTrust};
 use crate::shell::Clock;
 use crate::spec::{parse, Document};
@@ -49,8 +50,6 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const FILE_POLL: Duration = Duration::from_secs(1);
 /// The first backoff after a failed pull; it doubles per failure up to [`backoff_cap`].
 pub const BACKOFF_BASE: Duration = Duration::from_secs(1);
-/// The largest `Retry-After` honoured; a longer one is cut to this.
-pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 
 /// What the pull tells the shell.
 #[derive(Debug)]
@@ -130,7 +129,7 @@ pub struct Puller {
     last_failure: Option<String>,
     /// The last refusal reported (rule and candidate), for the same reason.
     last_refusal: Option<(Rule, String)>,
-    failures: u32,
+    backoff: Backoff,
 }
 
 type Fingerprint = [(Option<SystemTime>, u64); 2];
@@ -200,7 +199,7 @@ impl Puller {
             floor_warned: false,
             last_failure: None,
             last_refusal: None,
-            failures: 0,
+            backoff: pull_backoff(config.poll_interval),
         };
         match puller.store.load_trust() {
             Ok(record) => {
@@ -426,7 +425,7 @@ impl Puller {
     }
 
     fn succeeded(&mut self) {
-        self.failures = 0;
+        self.backoff.reset();
         self.last_failure = None;
         self.last_refusal = None;
     }
@@ -434,10 +433,9 @@ impl Puller {
     /// Full jitter: a random delay between zero and `BACKOFF_BASE × 2^failures`, capped; at
     /// least `retry_after` when the server asked for it.
     fn backoff(&mut self, retry_after: Option<Duration>) -> Duration {
-        self.failures = self.failures.saturating_add(1);
-        let delay = jitter(backoff_ceiling(self.failures, self.poll_interval));
+        let delay = self.backoff.next_delay();
         match retry_after {
-            Some(after) => delay.max(after.min(MAX_RETRY_AFTER)),
+            Some(after) => delay.max(after),
             None => delay,
         }
     }
@@ -779,21 +777,19 @@ pub fn backoff_cap(poll_interval: Duration) -> Duration {
     poll_interval.saturating_mul(10).max(BACKOFF_BASE)
 }
 
-/// The upper bound of the random delay after `failures` failures in a row: `BACKOFF_BASE`
-/// (or the poll interval, when shorter) doubled per failure, capped at [`backoff_cap`]. The
-/// delay itself is uniform in `[0, ceiling]` (full jitter), so sites that failed together do
-/// not retry together.
-pub fn backoff_ceiling(failures: u32, poll_interval: Duration) -> Duration {
-    BACKOFF_BASE
-        .min(poll_interval)
-        .saturating_mul(1u32 << failures.min(20))
-        .min(backoff_cap(poll_interval))
+/// The pull's backoff: the first failure waits up to twice `BACKOFF_BASE` (or the poll
+/// interval, when shorter), doubling per failure up to [`backoff_cap`].
+fn pull_backoff(poll_interval: Duration) -> Backoff {
+    Backoff::new(
+        BACKOFF_BASE.min(poll_interval).saturating_mul(2),
+        backoff_cap(poll_interval),
+    )
 }
 
-/// A uniformly random duration in `[0, ceiling]`.
-fn jitter(ceiling: Duration) -> Duration {
-    let millis = u64::try_from(ceiling.as_millis()).unwrap_or(u64::MAX);
-    Duration::from_millis(fastrand::u64(0..=millis))
+/// The upper bound of the random delay after `failures` failures in a row (full jitter: the
+/// delay is uniform in `[0, ceiling]`, so sites that failed together do not retry together).
+pub fn backoff_ceiling(failures: u32, poll_interval: Duration) -> Duration {
+    pull_backoff(poll_interval).ceiling(failures)
 }
 
 #[cfg(test)]

@@ -17,7 +17,6 @@
 mod http;
 mod mqtt;
 
-use crate::api::types::{completion_name, phase_name};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,7 +26,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::analysis::{AnalysisRun, MetricRun, RunPhase};
-use crate::api::types;
+use crate::api::types::{self, completion_name, phase_name};
+use crate::backoff::Backoff;
 use crate::config::{Config, ReportsConfig, ReportsUrl};
 use crate::rollout::{Completion, Phase, Revision, Rollout};
 use crate::shell::Clock;
@@ -231,9 +231,14 @@ enum Transport {
 }
 
 impl Transport {
-    async fn deliver(&mut self, batch: &ReportBatch, body: bytes::Bytes) -> Outcome {
+    async fn deliver(
+        &mut self,
+        batch: &ReportBatch,
+        body: bytes::Bytes,
+        now: Timestamp,
+    ) -> Outcome {
         match self {
-            Transport::Http(transport) => transport.deliver(batch, body).await,
+            Transport::Http(transport) => transport.deliver(batch, body, now).await,
             Transport::Mqtt(transport) => transport.deliver(batch, body).await,
         }
     }
@@ -325,7 +330,10 @@ impl SenderTask {
         let mut backoff = Backoff::new(self.config.retry_initial, self.config.retry_max);
         // A region's power coming back boots every site at once: do not all send in the same
         // second.
-        if !self.pause(backoff.jitter(self.config.retry_initial)).await {
+        if !self
+            .pause(crate::backoff::jitter(self.config.retry_initial))
+            .await
+        {
             return;
         }
         let mut from: Option<u64> = None;
@@ -355,7 +363,7 @@ impl SenderTask {
             }
             let outcome = tokio::select! {
                 () = self.shutdown.cancelled() => return,
-                outcome = self.transport.deliver(&batch, body.clone()) => outcome,
+                outcome = self.transport.deliver(&batch, body.clone(), self.clock.now()) => outcome,
             };
             let now = self.clock.now();
             debug!(
@@ -481,66 +489,5 @@ pub fn status_document(url: &ReportsUrl, status: &OutboxStatus) -> types::Report
         last_result: status.last_result.clone(),
         last_ok: status.last_ok,
         dropped: status.dropped.clone(),
-    }
-}
-
-/// Full-jitter exponential backoff: the n-th consecutive failure waits a uniformly random time
-/// between zero and `min(max, initial * 2^n)`. The cap applies before the jitter, so sites that
-/// failed together do not meet again at the cap.
-#[derive(Debug, Clone)]
-pub struct Backoff {
-    initial: Duration,
-    max: Duration,
-    failures: u32,
-}
-
-impl Backoff {
-    /// A backoff starting at `initial`, capped at `max`.
-    pub fn new(initial: Duration, max: Duration) -> Backoff {
-        Backoff {
-            initial,
-            max: max.max(initial),
-            failures: 0,
-        }
-    }
-
-    /// The wait after one more failure.
-    pub fn next_delay(&mut self) -> Duration {
-        let ceiling = self
-            .initial
-            .saturating_mul(2u32.saturating_pow(self.failures.min(30)))
-            .min(self.max);
-        self.failures = self.failures.saturating_add(1);
-        self.jitter(ceiling)
-    }
-
-    /// A uniformly random duration between zero and `ceiling`.
-    pub fn jitter(&self, ceiling: Duration) -> Duration {
-        let millis = u64::try_from(ceiling.as_millis()).unwrap_or(u64::MAX);
-        Duration::from_millis(fastrand::u64(0..=millis))
-    }
-
-    /// Forget the failures (after a success).
-    pub fn reset(&mut self) {
-        self.failures = 0;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_is_capped_before_the_jitter_and_resets() {
-        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
-        for _ in 0..50 {
-            assert!(backoff.next_delay() <= Duration::from_secs(1));
-        }
-        // At the cap the waits still spread over the whole range, not bunched at the cap.
-        let waits: Vec<Duration> = (0..200).map(|_| backoff.next_delay()).collect();
-        assert!(waits.iter().any(|wait| *wait < Duration::from_millis(500)));
-        assert!(waits.iter().any(|wait| *wait > Duration::from_millis(500)));
-        backoff.reset();
-        assert!(backoff.next_delay() <= Duration::from_millis(100));
     }
 }

@@ -27,15 +27,9 @@ impl PullAnswer {
         self.headers.get(name).and_then(|value| value.to_str().ok())
     }
 
-    /// `Retry-After` as seconds or an HTTP date.
+    /// `Retry-After` as seconds or an HTTP date after `now` (`crate::backoff`).
     pub(super) fn retry_after(&self, now: Timestamp) -> Option<Duration> {
-        let value = self.header(header::RETRY_AFTER.as_str())?.trim();
-        if let Ok(seconds) = value.parse::<u64>() {
-            return Some(Duration::from_secs(seconds));
-        }
-        let at = httpdate::parse_http_date(value).ok()?;
-        let at = at.duration_since(std::time::UNIX_EPOCH).ok()?;
-        Some(at.saturating_sub(Duration::from_millis(now.as_millis())))
+        crate::backoff::retry_after(self.header(header::RETRY_AFTER.as_str())?, now)
     }
 }
 

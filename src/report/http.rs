@@ -20,13 +20,12 @@ use hyper_util::rt::TokioExecutor;
 
 use super::{Outcome, SenderError};
 use crate::config::ReportsConfig;
+use crate::time::Timestamp;
 use crate::wire::report::{Ack, ReportBatch};
 use crate::wire::{self, IDEMPOTENCY_KEY_HEADER, LABELS_HEADER, SITE_HEADER};
 
 /// The largest answer read: an acknowledgement is a few dozen bytes.
 const MAX_ANSWER_BYTES: usize = 64 * 1024;
-/// The longest `Retry-After` honoured; a larger one is taken as this.
-const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 
 /// The HTTPS transport of one site.
 pub(super) struct HttpTransport {
@@ -59,7 +58,12 @@ impl HttpTransport {
         })
     }
 
-    pub(super) async fn deliver(&mut self, batch: &ReportBatch, body: Bytes) -> Outcome {
+    pub(super) async fn deliver(
+        &mut self,
+        batch: &ReportBatch,
+        body: Bytes,
+        now: Timestamp,
+    ) -> Outcome {
         let request = Request::post(&self.url)
             .header(header::CONTENT_TYPE, "application/json")
             .header(header::CONTENT_ENCODING, "gzip")
@@ -89,7 +93,7 @@ impl HttpTransport {
                 .headers()
                 .get(header::RETRY_AFTER)
                 .and_then(|value| value.to_str().ok())
-                .and_then(parse_retry_after);
+                .and_then(|value| crate::backoff::retry_after(value, now));
             let body = Limited::new(response.into_body(), MAX_ANSWER_BYTES)
                 .collect()
                 .await
@@ -165,13 +169,6 @@ impl HttpTransport {
     }
 }
 
-/// `Retry-After` in seconds (an HTTP date is not honoured: the site's clock may be wrong, and
-/// the backoff applies instead).
-fn parse_retry_after(value: &str) -> Option<Duration> {
-    let seconds: u64 = value.trim().parse().ok()?;
-    Some(Duration::from_secs(seconds).min(MAX_RETRY_AFTER))
-}
-
 /// rustls with the ring provider: the system's CA store, `ca_file`, and the client certificate.
 pub(super) fn tls_config(config: &ReportsConfig) -> Result<rustls::ClientConfig, SenderError> {
     crate::tls::client_config(crate::tls::Files {
@@ -181,16 +178,4 @@ pub(super) fn tls_config(config: &ReportsConfig) -> Result<rustls::ClientConfig,
         client_key: config.client_key.as_deref(),
     })
     .map_err(SenderError::Tls)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn retry_after_is_seconds_and_bounded() {
-        assert_eq!(parse_retry_after("7"), Some(Duration::from_secs(7)));
-        assert_eq!(parse_retry_after(" 99999999 "), Some(MAX_RETRY_AFTER));
-        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), None);
-    }
 }

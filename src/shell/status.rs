@@ -2,11 +2,10 @@
 //!
 //! Pure conversion: it reads rollout states, instances and analysis runs and never changes them.
 
-use crate::api::types::{completion_name, phase_name};
 use std::collections::BTreeMap;
 
 use crate::analysis::AnalysisRun;
-use crate::api::types::{self, Status, STATUS_API_VERSION};
+use crate::api::types::{self, completion_name, phase_name, Status, STATUS_API_VERSION};
 
 use super::ServiceSlot;
 use crate::store::EventRecord;
