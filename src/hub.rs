@@ -18,6 +18,7 @@ pub mod clock;
 pub mod config;
 pub mod http;
 pub mod mqtt;
+pub mod page;
 pub mod plan;
 pub mod presence;
 pub mod store;
