@@ -374,3 +374,83 @@ fn chromium_renders_the_fleet_with_the_aborted_site_first_and_a_site_with_its_me
         &target.join("hub-site-page.png"),
     );
 }
+
+/// The real clock, as the hub's.
+fn wall_clock() -> Timestamp {
+    let elapsed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970");
+    Timestamp::from_millis(u64::try_from(elapsed.as_millis()).expect("millis"))
+}
+
+#[test]
+fn the_fleet_page_of_ten_thousand_sites_answers_fast_with_the_worst_two_hundred() {
+    const SITES: usize = 10_000;
+    let dir = HubDir::new("127.0.0.1:0", "");
+    dir.write_document("fleet.toml", 41, "", "2.4.0");
+    // Fill the store directly (the HTTP ingest is tested elsewhere): one batch per site, one
+    // in 500 aborted.
+    let state = dir.dir.path().join("state");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let store = runtime.block_on(async {
+        let store = edgeroll::hub::store::HubStore::open(&state).expect("store");
+        let now = wall_clock();
+        let mut pending = Vec::with_capacity(SITES);
+        for index in 0..SITES {
+            let site = format!("store-{index:05}");
+            let reports = if index % 500 == 0 {
+                vec![rollout(
+                    1,
+                    "RolloutAborted",
+                    "Degraded",
+                    Some("Aborted"),
+                    revision(2, "2.5.0"),
+                    "analysis failed",
+                )]
+            } else {
+                vec![rollout(1, "RolloutCompleted", "Healthy", None, None, "")]
+            };
+            let batch = ReportBatch {
+                site,
+                first: 1,
+                last: 1,
+                reports,
+                dropped: BTreeMap::new(),
+            };
+            pending.push(store.submit(batch, now, true, false).await.expect("queued"));
+        }
+        for batch in pending {
+            batch.outcome().await.expect("stored");
+        }
+        store
+    });
+    store.close();
+    drop(runtime);
+
+    let hub = InProcessHub::start(&dir);
+    let mut slowest = Duration::ZERO;
+    for _ in 0..3 {
+        let started = Instant::now();
+        let page = request(hub.address, "GET", "/", &[], b"");
+        slowest = slowest.max(started.elapsed());
+        assert_eq!(page.status, 200);
+        assert_eq!(
+            page.header("content-type"),
+            Some("text/html; charset=utf-8")
+        );
+        let html = page.text();
+        assert_eq!(html.matches("<tr class=\"site ").count(), 200);
+        assert_eq!(html.matches("<tr class=\"site bad\"").count(), SITES / 500);
+        assert!(html.contains("9,800 more sites not shown"));
+        assert!(html.contains("<div class=\"value\">10,000</div>"));
+    }
+    let found = request(hub.address, "GET", "/?q=store-0999", &[], b"").text();
+    assert_eq!(found.matches("<tr class=\"site ").count(), 10);
+    eprintln!("GET / of {SITES} sites: slowest of 3 in {slowest:?}");
+    // A debug build on a shared 2-core machine: generous, but it catches a page that grows with
+    // the fleet (an unbounded table, a query per site).
+    assert!(slowest < Duration::from_secs(3), "GET / took {slowest:?}");
+}

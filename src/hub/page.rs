@@ -218,16 +218,17 @@ fn attention_reasons(summary: &SiteSummary) -> Vec<String> {
         let aborted = service.completion.as_deref() == Some("Aborted");
         if service.phase == "Degraded" || aborted {
             let mut reason = format!("{name}: {}", service.phase);
-            if aborted && service.phase != "Aborted" {
+            if aborted {
                 reason.push_str(", aborted");
             }
-            if !service.message.is_empty() {
-                reason.push_str(" — ");
-                reason.push_str(&service.message);
-            } else {
-                reason.push_str(" — ");
+            reason.push_str(" — ");
+            if !service.message.starts_with(&service.last_event) {
                 reason.push_str(&service.last_event);
+                if !service.message.is_empty() {
+                    reason.push_str(": ");
+                }
             }
+            reason.push_str(&service.message);
             reasons.push(reason);
         }
     }
@@ -1310,10 +1311,11 @@ mod tests {
 
     fn aborted(name: &str, message: &str) -> SiteSummary {
         let mut summary = site(name, "Degraded", 3);
-        summary.services.insert(
-            "telemetry-ingest".to_owned(),
-            service("Degraded", Some("Aborted"), message),
-        );
+        let mut service = service("Degraded", Some("Aborted"), message);
+        service.last_event = "RolloutAborted".to_owned();
+        summary
+            .services
+            .insert("telemetry-ingest".to_owned(), service);
         summary
     }
 
@@ -1433,7 +1435,7 @@ mod tests {
             site("store-1", "Healthy", 2),
             site("store-2", "Progressing", 2),
             refusing,
-            aborted("store-4", "RolloutAborted: analysis failed"),
+            aborted("store-4", "analysis failed"),
             site("store-5", "Healthy", 3600),
         ];
         let page = render_fleet(&[plan(PlanPhase::Stopped)], &sites, NOW);
@@ -1446,7 +1448,11 @@ mod tests {
         assert!(attention.contains("data-site=\"store-3\""));
         assert!(attention.contains("refused document serial 43 (signature) — no trusted key"));
         assert!(attention.contains("data-site=\"store-4\""));
-        assert!(attention.contains("RolloutAborted: analysis failed"));
+        assert!(
+            attention
+                .contains("telemetry-ingest: Degraded, aborted — RolloutAborted: analysis failed"),
+            "{attention}"
+        );
         for calm in ["store-1", "store-2", "store-5"] {
             assert!(!attention.contains(calm), "{calm} in {attention}");
         }
