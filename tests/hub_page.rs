@@ -100,8 +100,9 @@ fn target_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("target")
 }
 
+/// When report `seq` happened on the site: a minute ago, a second apart.
 fn at(seq: u64) -> Timestamp {
-    Timestamp::from_millis(1_764_600_000_000 + seq * 1000)
+    Timestamp::from_millis(wall_clock().as_millis() - 60_000 + seq * 1000)
 }
 
 fn revision(revision: u64, version: &str) -> Option<RevisionRef> {
@@ -133,6 +134,22 @@ fn rollout(
             serial: Some(41),
         },
     }
+}
+
+/// The rollout to 2.5.0 completed: revision 2 is the stable one.
+fn promoted(seq: u64) -> Report {
+    let mut report = rollout(
+        seq,
+        "RolloutCompleted",
+        "Healthy",
+        Some("Promoted"),
+        None,
+        "promoted revision 2",
+    );
+    if let ReportBody::Rollout { stable, .. } = &mut report.body {
+        *stable = revision(2, "2.5.0");
+    }
+    report
 }
 
 fn send(hub: &InProcessHub, site: &str, reports: Vec<Report>) {
@@ -179,14 +196,7 @@ fn chromium_renders_the_fleet_with_the_aborted_site_first_and_a_site_with_its_me
                 revision(2, "2.5.0"),
                 "2.4.0 -> 2.5.0",
             ),
-            rollout(
-                2,
-                "RolloutCompleted",
-                "Healthy",
-                Some("Promoted"),
-                None,
-                "promoted revision 2",
-            ),
+            promoted(2),
         ],
     );
     send(
@@ -449,6 +459,18 @@ fn the_fleet_page_of_ten_thousand_sites_answers_fast_with_the_worst_two_hundred(
     }
     let found = request(hub.address, "GET", "/?q=store-0999", &[], b"").text();
     assert_eq!(found.matches("<tr class=\"site ").count(), 10);
+    let site = request(hub.address, "GET", "/sites/store-00500", &[], b"");
+    assert_eq!(site.status, 200);
+    assert!(site.text().contains("RolloutAborted"), "{}", site.text());
+    // Names arrive percent-encoded; an unknown one is shown as text, one with a `/` refused.
+    let unknown = request(hub.address, "GET", "/sites/a%3Cb%3E", &[], b"");
+    assert_eq!(unknown.status, 404);
+    assert!(unknown.text().contains("a&lt;b&gt;"), "{}", unknown.text());
+    assert_eq!(
+        request(hub.address, "GET", "/sites/a%2Fb", &[], b"").status,
+        400
+    );
+    assert_eq!(request(hub.address, "POST", "/", &[], b"").status, 405);
     eprintln!("GET / of {SITES} sites: slowest of 3 in {slowest:?}");
     // A debug build on a shared 2-core machine: generous, but it catches a page that grows with
     // the fleet (an unbounded table, a query per site).
