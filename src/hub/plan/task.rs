@@ -6,7 +6,7 @@
 //! writes anything but its own `plans` rows, and it never publishes a state the store does not
 //! hold (a failed commit leaves the state as it was, to be tried again on the next tick).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -231,7 +231,7 @@ impl Plans {
     fn evaluate(
         &mut self,
         sites: &[SiteFacts<'_>],
-        published: &std::collections::BTreeSet<u64>,
+        published: &BTreeSet<u64>,
         now: Timestamp,
         directory_highest: u64,
     ) -> (Vec<String>, Vec<PlanView>) {
@@ -420,6 +420,12 @@ pub async fn publish(shared: &Shared, plans: &mut Plans) {
 
 /// Evaluate, commit, publish: one tick.
 pub async fn tick(shared: &Shared, plans: &mut Plans) {
+    if plans.runs.is_empty() && plans.waiting.is_empty() {
+        // No plan: nothing to read the fleet for (a hub without plans pays nothing per tick).
+        let (_, views) = plans.evaluate(&[], &BTreeSet::new(), shared.clock.now(), 0);
+        shared.set_plan_views(views);
+        return;
+    }
     let sites = match shared.known_sites().await {
         Ok(sites) => sites,
         Err(error) => {
