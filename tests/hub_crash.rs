@@ -7,7 +7,7 @@ mod hub_support;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -20,14 +20,7 @@ const KILLS: usize = 15;
 const SITES: usize = 4;
 
 fn start_hub(dir: &HubDir, address: SocketAddr) -> Child {
-    let child = Command::new(edgeroll())
-        .args(["hub", "--config"])
-        .arg(dir.config())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start edgeroll hub");
-    wait_listening(address);
-    child
+    dir.spawn(address)
 }
 
 /// What one site knows: the next sequence number to send and the highest acknowledged.

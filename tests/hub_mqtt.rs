@@ -10,7 +10,6 @@ mod engine_support;
 mod hub_support;
 
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use engine_support::Mosquitto;
@@ -160,16 +159,7 @@ fn kill_9_of_the_hub_during_mqtt_ingest_loses_nothing() {
             broker.port
         ),
     );
-    let start = || {
-        let child = Command::new(edgeroll())
-            .args(["hub", "--config"])
-            .arg(dir.config())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start edgeroll hub");
-        wait_listening(address);
-        child
-    };
+    let start = || dir.spawn(address);
     let mut hub = start();
     let publisher = Publisher::new(broker.port);
     wait_subscribed(&publisher, address, 1);

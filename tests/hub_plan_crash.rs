@@ -8,13 +8,11 @@ mod hub_support;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use edgeroll::time::Timestamp;
-use edgeroll::wire::report::{Report, ReportBatch, ReportBody, RevisionRef};
 use hub_support::*;
 
 /// How many times the hub is killed.
@@ -36,14 +34,7 @@ bake = "300ms"
 "#;
 
 fn start_hub(dir: &HubDir, address: SocketAddr) -> Child {
-    let child = Command::new(edgeroll())
-        .args(["hub", "--config"])
-        .arg(dir.config())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start edgeroll hub");
-    wait_listening(address);
-    child
+    dir.spawn(address)
 }
 
 /// What one simulated site saw: the highest serial it was served, its next report number.
@@ -97,29 +88,7 @@ fn site(
         seen.highest = document.serial;
         let seq = seen.next;
         let version = document.services[0].template.version.clone();
-        let batch = ReportBatch {
-            site: name.clone(),
-            first: seq,
-            last: seq,
-            reports: vec![Report {
-                seq,
-                at: Timestamp::from_millis(1_764_600_000_000 + seq),
-                body: ReportBody::Rollout {
-                    service: "telemetry-ingest".to_owned(),
-                    kind: "StateChanged".to_owned(),
-                    message: String::new(),
-                    phase: "Healthy".to_owned(),
-                    completion: None,
-                    stable: Some(RevisionRef {
-                        revision: 1,
-                        version,
-                    }),
-                    canary: None,
-                    serial: Some(document.serial),
-                },
-            }],
-            dropped: BTreeMap::new(),
-        };
+        let batch = state_batch(&name, seq, document.serial, "Healthy", &version);
         if let Ok(answer) = try_post_batch(address, &batch) {
             if answer.status == 200 || answer.status == 409 {
                 seen.next = answer.json()["ack"].as_u64().expect("ack") + 1;

@@ -7,12 +7,9 @@
 
 mod hub_support;
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::process::Command;
 
-use edgeroll::time::Timestamp;
-use edgeroll::wire::report::{Report, ReportBatch, ReportBody, RevisionRef};
 use hub_support::{edgeroll, poll, post_batch, request, wait_for, HubDir, InProcessHub};
 
 const PLAN: &str = r#"document = "releases/ingest-2.5.toml"
@@ -66,30 +63,10 @@ fn desired(address: SocketAddr, site: &str, cohort: &str) -> (u64, String) {
 
 /// The site reports its service `phase` on `version` following `serial`, as report `seq`.
 fn report(address: SocketAddr, site: &str, seq: u64, serial: u64, phase: &str, version: &str) {
-    let batch = ReportBatch {
-        site: site.to_owned(),
-        first: seq,
-        last: seq,
-        reports: vec![Report {
-            seq,
-            at: Timestamp::from_millis(1_764_600_000_000 + seq),
-            body: ReportBody::Rollout {
-                service: "telemetry-ingest".to_owned(),
-                kind: "StateChanged".to_owned(),
-                message: String::new(),
-                phase: phase.to_owned(),
-                completion: None,
-                stable: Some(RevisionRef {
-                    revision: seq,
-                    version: version.to_owned(),
-                }),
-                canary: None,
-                serial: Some(serial),
-            },
-        }],
-        dropped: BTreeMap::new(),
-    };
-    let answer = post_batch(address, &batch);
+    let answer = post_batch(
+        address,
+        &hub_support::state_batch(site, seq, serial, phase, version),
+    );
     assert_eq!(answer.status, 200, "{}", answer.text());
 }
 

@@ -144,12 +144,17 @@ pub fn parse(path: &Path, text: &str) -> Result<HubConfig, Vec<Diagnostic>> {
     }
 }
 
-fn read_root(reader: &mut Reader<'_>, root: &Value, file: &Path) -> Option<HubConfig> {
-    let base = std::path::absolute(file).unwrap_or_else(|_| file.to_path_buf());
-    let base = base
+/// The directory relative paths in `file` are taken from: the file's own (made absolute).
+pub(crate) fn directory_of(file: &Path) -> PathBuf {
+    let absolute = std::path::absolute(file).unwrap_or_else(|_| file.to_path_buf());
+    absolute
         .parent()
         .unwrap_or_else(|| Path::new("/"))
-        .to_path_buf();
+        .to_path_buf()
+}
+
+fn read_root(reader: &mut Reader<'_>, root: &Value, file: &Path) -> Option<HubConfig> {
+    let base = directory_of(file);
     let mut table = reader.table("", root)?;
     let listen = match table.get("listen") {
         Some((path, value)) => read_listen(reader, &path, value),

@@ -311,30 +311,12 @@ impl HubStore {
 
     /// Record polls (last seen, labels); returns once they are durable.
     pub async fn record_polls(&self, polls: Vec<Poll>) -> Result<(), StoreError> {
-        let (reply, answer) = oneshot::channel();
-        self.jobs
-            .send(Job::Polls { polls, reply })
-            .await
-            .map_err(|_| StoreError::Unavailable)?;
-        match answer.await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(message)) => Err(StoreError::Commit(message)),
-            Err(_) => Err(StoreError::Unavailable),
-        }
+        self.commit(|reply| Job::Polls { polls, reply }).await
     }
 
     /// Write the run of plan `name` (JSON the plan task owns); returns once it is durable.
     pub async fn save_plan(&self, name: String, run: String) -> Result<(), StoreError> {
-        let (reply, answer) = oneshot::channel();
-        self.jobs
-            .send(Job::Plan { name, run, reply })
-            .await
-            .map_err(|_| StoreError::Unavailable)?;
-        match answer.await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(message)) => Err(StoreError::Commit(message)),
-            Err(_) => Err(StoreError::Unavailable),
-        }
+        self.commit(|reply| Job::Plan { name, run, reply }).await
     }
 
     /// Record the serials of `documents` (serial, name) as served; returns once durable, so
@@ -344,13 +326,22 @@ impl HubStore {
         documents: Vec<(u64, String)>,
         at: Timestamp,
     ) -> Result<(), StoreError> {
+        self.commit(|reply| Job::Published {
+            documents,
+            at,
+            reply,
+        })
+        .await
+    }
+
+    /// Queue the job `make` builds and wait until the writer has committed it.
+    async fn commit(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<(), String>>) -> Job,
+    ) -> Result<(), StoreError> {
         let (reply, answer) = oneshot::channel();
         self.jobs
-            .send(Job::Published {
-                documents,
-                at,
-                reply,
-            })
+            .send(make(reply))
             .await
             .map_err(|_| StoreError::Unavailable)?;
         match answer.await {

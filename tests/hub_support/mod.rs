@@ -43,6 +43,19 @@ impl HubDir {
         std::fs::write(self.config(), text).expect("write hub.toml");
     }
 
+    /// Start the real `edgeroll hub` binary on this directory and wait until `address` (its
+    /// `listen`) answers.
+    pub fn spawn(&self, address: SocketAddr) -> std::process::Child {
+        let child = std::process::Command::new(edgeroll())
+            .args(["hub", "--config"])
+            .arg(self.config())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start edgeroll hub");
+        wait_listening(address);
+        child
+    }
+
     pub fn config(&self) -> PathBuf {
         self.dir.path().join("hub.toml")
     }
@@ -334,6 +347,34 @@ pub fn batch(
                 },
             })
             .collect(),
+        dropped: BTreeMap::new(),
+    }
+}
+
+/// A batch of one rollout report: `site`'s service `phase` on `version` (stable, no canary),
+/// following `serial`, as report `seq`.
+pub fn state_batch(site: &str, seq: u64, serial: u64, phase: &str, version: &str) -> ReportBatch {
+    ReportBatch {
+        site: site.to_owned(),
+        first: seq,
+        last: seq,
+        reports: vec![Report {
+            seq,
+            at: Timestamp::from_millis(1_764_600_000_000 + seq),
+            body: ReportBody::Rollout {
+                service: "telemetry-ingest".to_owned(),
+                kind: "StateChanged".to_owned(),
+                message: String::new(),
+                phase: phase.to_owned(),
+                completion: None,
+                stable: Some(RevisionRef {
+                    revision: seq,
+                    version: version.to_owned(),
+                }),
+                canary: None,
+                serial: Some(serial),
+            },
+        }],
         dropped: BTreeMap::new(),
     }
 }

@@ -212,11 +212,7 @@ fn read_root(
     file: &Path,
     document_problems: &mut Vec<Diagnostic>,
 ) -> Option<PlanSpec> {
-    let base = std::path::absolute(file).unwrap_or_else(|_| file.to_path_buf());
-    let base = base
-        .parent()
-        .unwrap_or_else(|| Path::new("/"))
-        .to_path_buf();
+    let base = crate::hub::config::directory_of(file);
     let mut table = reader.table("", root)?;
     let default_name = file
         .file_name()
