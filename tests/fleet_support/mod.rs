@@ -219,6 +219,8 @@ pub struct Held {
     pub acked: u64,
     /// Polls answered (200, 304 or 404) so far.
     pub polls: u64,
+    /// Polls answered since the site was last woken (all of them if it never slept).
+    pub polls_awake: u64,
 }
 
 impl Held {
@@ -385,6 +387,7 @@ impl SimFleet {
     pub fn wake(&self, which: impl Fn(&SimSite) -> bool) -> usize {
         let mut count = 0;
         for site in self.sites.iter().filter(|site| which(site)) {
+            site.update(|held| held.polls_awake = 0);
             site.awake.store(true, Ordering::SeqCst);
             site.wake.notify_one();
             count += 1;
@@ -587,14 +590,11 @@ impl Agent {
                 continue;
             }
             if &current == version {
-                // Unchanged: it follows the new serial, still Healthy.
+                // Unchanged: it follows the new serial, still Healthy (as the agent does).
                 let body = Agent::rollout_report(
                     service,
-                    "RolloutPromoted",
-                    format!(
-                        "revision {revision} ({version}) follows serial {}",
-                        desired.serial
-                    ),
+                    "DocumentFollowed",
+                    format!("follows serial {}; its spec is unchanged", desired.serial),
                     "Healthy",
                     Some("Promoted"),
                     (revision, version),
@@ -890,7 +890,10 @@ async fn run(site: Arc<SimSite>, link: Arc<Link>) {
         if now >= next_poll {
             let polled = poll(&site, &link, agent.etag.as_deref()).await;
             if !matches!(polled, Polled::Failed) {
-                site.update(|held| held.polls += 1);
+                site.update(|held| {
+                    held.polls += 1;
+                    held.polls_awake += 1;
+                });
             }
             match polled {
                 Polled::Document(desired, etag) => {
