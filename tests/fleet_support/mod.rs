@@ -245,9 +245,33 @@ pub struct Stats {
     pub batches: AtomicU64,
     pub conflicts: AtomicU64,
     pub busy: AtomicU64,
+    /// What went wrong that a real site would not expect (a bug here or in the hub).
+    pub errors: Mutex<Vec<String>>,
 }
 
 impl Stats {
+    fn error(&self, message: String) {
+        if let Ok(mut errors) = self.errors.lock() {
+            if errors.len() < 20 {
+                errors.push(message);
+            }
+        }
+    }
+
+    /// Panic with the errors, if there were any.
+    pub fn assert_no_errors(&self) {
+        let errors = self
+            .errors
+            .lock()
+            .map(|errors| errors.clone())
+            .unwrap_or_default();
+        assert!(
+            errors.is_empty(),
+            "the simulated sites met errors:\n{}",
+            errors.join("\n")
+        );
+    }
+
     /// A one-line summary.
     pub fn line(&self) -> String {
         let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
@@ -422,6 +446,7 @@ impl SimFleet {
                 .filter(|(_, held)| !done(held))
                 .take(5)
                 .collect();
+            self.stats.assert_no_errors();
             if behind.is_empty() {
                 return;
             }
@@ -740,11 +765,14 @@ async fn poll(site: &SimSite, link: &Link, etag: Option<&str>) -> Polled {
                     .map(str::to_owned);
                 Polled::Document(desired, etag)
             }
-            Err(error) => panic!(
-                "{}: the hub served a document a site cannot read ({error}): {}",
-                site.spec.name,
-                String::from_utf8_lossy(&body)
-            ),
+            Err(error) => {
+                link.stats.error(format!(
+                    "{}: the hub served a document a site cannot read ({error}): {}",
+                    site.spec.name,
+                    String::from_utf8_lossy(&body)
+                ));
+                Polled::Failed
+            }
         },
         http::StatusCode::NOT_MODIFIED => {
             link.stats.not_modified.fetch_add(1, Ordering::Relaxed);
@@ -828,11 +856,14 @@ async fn deliver(site: &SimSite, link: &Link, agent: &mut Agent) -> bool {
                 Some(tokio::time::Instant::now() + jittered(Duration::from_secs(wait)));
             false
         }
-        other => panic!(
-            "{}: the hub refused a batch a site would send ({other}): {}",
-            site.spec.name,
-            String::from_utf8_lossy(&body)
-        ),
+        other => {
+            link.stats.error(format!(
+                "{}: the hub refused a batch a site would send ({other}): {}",
+                site.spec.name,
+                String::from_utf8_lossy(&body)
+            ));
+            false
+        }
     }
 }
 
