@@ -155,11 +155,42 @@ pub enum Command {
     },
 }
 
-/// The verbs of `edgeroll hub` (fleet plans add `get`, `promote`, `abort`, `pause`, `resume`).
+/// The verbs of `edgeroll hub`: run it, or act on its fleet plans through its socket.
 #[derive(Debug, Subcommand)]
 pub enum HubCommand {
     /// Run the hub until SIGTERM or SIGINT (the default); SIGHUP reloads the documents.
     Run,
+    /// Show the fleet plans (or one plan's waves, counts and blocking sites).
+    Get {
+        /// The plan; every plan when omitted.
+        plan: Option<String>,
+        /// Keep showing it, redrawn when it changes, until Ctrl-C.
+        #[arg(short, long)]
+        watch: bool,
+        /// Output format.
+        #[arg(short, long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// Release the gate the plan waits at, or complete its running wave now.
+    Promote {
+        /// The plan.
+        plan: String,
+    },
+    /// Roll the plan back: every started wave gets the previous document, under a new serial.
+    Abort {
+        /// The plan.
+        plan: String,
+    },
+    /// Start no new wave until `hub resume`.
+    Pause {
+        /// The plan.
+        plan: String,
+    },
+    /// Clear `hub pause`.
+    Resume {
+        /// The plan.
+        plan: String,
+    },
 }
 
 /// Output format of `get` and `demo`.
@@ -222,9 +253,23 @@ pub fn execute(cli: Cli) -> u8 {
         Command::Pause { service } => operate(&socket(), &service, OperatorAction::Pause),
         Command::Resume { service } => operate(&socket(), &service, OperatorAction::Resume),
         Command::Demo { output } => run::demo(output == Output::Json),
-        Command::Hub { command } => match command.unwrap_or(HubCommand::Run) {
-            HubCommand::Run => hub::run(cli.config.as_deref()),
-        },
+        Command::Hub { command } => {
+            let hub_socket = || hub::socket_path(cli.socket.clone(), cli.config.as_deref());
+            let act =
+                |plan: &str, verb: &str| in_client_runtime(hub::act(&hub_socket(), plan, verb));
+            match command.unwrap_or(HubCommand::Run) {
+                HubCommand::Run => hub::run(cli.config.as_deref()),
+                HubCommand::Get {
+                    plan,
+                    watch,
+                    output,
+                } => in_client_runtime(hub::get(&hub_socket(), plan.as_deref(), watch, output)),
+                HubCommand::Promote { plan } => act(&plan, "promote"),
+                HubCommand::Abort { plan } => act(&plan, "abort"),
+                HubCommand::Pause { plan } => act(&plan, "pause"),
+                HubCommand::Resume { plan } => act(&plan, "resume"),
+            }
+        }
         Command::SampleApp {
             port,
             version,

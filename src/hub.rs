@@ -25,15 +25,17 @@ pub mod summary;
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use self::catalog::Catalog;
+use self::catalog::{Catalog, ServedDocument};
 use self::clock::Clock;
 use self::config::HubConfig;
+use self::plan::view::PlanView;
 use self::presence::Presence;
 use self::store::HubStore;
 use crate::wire::signature::SigningKey;
@@ -55,6 +57,12 @@ pub enum HubError {
 /// What every task of the hub shares.
 pub struct Shared {
     catalog: RwLock<Arc<Catalog>>,
+    /// The two parts the catalog is made of: the documents directory's and the plans'.
+    parts: Mutex<CatalogParts>,
+    /// What every plan looks like, as the plan task last evaluated it.
+    plans: RwLock<Arc<Vec<PlanView>>>,
+    /// Operator actions for the plan task.
+    plan_actions: mpsc::Sender<plan::task::ActionRequest>,
     /// Poll times and labels.
     pub presence: Presence,
     /// The store.
@@ -74,14 +82,94 @@ impl Shared {
         }
     }
 
-    /// Serve `catalog` from now on.
-    pub fn publish(&self, catalog: Catalog) {
+    /// Serve `directory` (the documents directory, loaded) with the plans' documents from now
+    /// on. Refused, and nothing changes, when a serial of it is one a plan published.
+    pub fn publish_directory(&self, directory: Catalog) -> Result<(), Vec<String>> {
+        let mut parts = lock(&self.parts);
+        let catalog = merge(&directory, &parts.planned)?;
+        parts.directory = Arc::new(directory);
+        self.serve(catalog);
+        Ok(())
+    }
+
+    /// Serve `planned` (every plan's wave documents) with the directory's from now on.
+    pub fn publish_plans(&self, planned: Vec<Arc<ServedDocument>>) -> Result<(), Vec<String>> {
+        let mut parts = lock(&self.parts);
+        let catalog = merge(&parts.directory, &planned)?;
+        parts.planned = planned;
+        self.serve(catalog);
+        Ok(())
+    }
+
+    /// The documents directory's part of the catalog.
+    pub fn directory(&self) -> Arc<Catalog> {
+        Arc::clone(&lock(&self.parts).directory)
+    }
+
+    fn serve(&self, catalog: Catalog) {
         let catalog = Arc::new(catalog);
         match self.catalog.write() {
             Ok(mut current) => *current = catalog,
             Err(poisoned) => *poisoned.into_inner() = catalog,
         }
     }
+
+    /// Every plan, as last evaluated.
+    pub fn plan_views(&self) -> Arc<Vec<PlanView>> {
+        match self.plans.read() {
+            Ok(plans) => Arc::clone(&plans),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
+    /// Show `views` from now on.
+    pub fn set_plan_views(&self, views: Vec<PlanView>) {
+        let views = Arc::new(views);
+        match self.plans.write() {
+            Ok(mut current) => *current = views,
+            Err(poisoned) => *poisoned.into_inner() = views,
+        }
+    }
+
+    /// Ask the plan task to apply `action` to plan `name`; the answer comes once it is durable.
+    pub async fn plan_action(
+        &self,
+        name: &str,
+        action: plan::engine::Action,
+    ) -> Result<String, String> {
+        let (reply, answer) = oneshot::channel();
+        let request = plan::task::ActionRequest {
+            plan: name.to_owned(),
+            action,
+            reply,
+        };
+        self.plan_actions
+            .send(request)
+            .await
+            .map_err(|_| "the hub is stopping".to_owned())?;
+        answer
+            .await
+            .unwrap_or_else(|_| Err("the hub is stopping".to_owned()))
+    }
+}
+
+/// The documents directory's documents and the plans', kept apart so either can be replaced.
+#[derive(Debug, Default)]
+struct CatalogParts {
+    directory: Arc<Catalog>,
+    planned: Vec<Arc<ServedDocument>>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn merge(directory: &Catalog, planned: &[Arc<ServedDocument>]) -> Result<Catalog, Vec<String>> {
+    let mut documents: Vec<Arc<ServedDocument>> = directory.documents().to_vec();
+    documents.extend(planned.iter().cloned());
+    Catalog::from_shared(documents)
 }
 
 /// A running hub.
@@ -216,8 +304,8 @@ fn tls_acceptor(config: &HubConfig) -> Result<Option<tokio_rustls::TlsAcceptor>,
 /// `shutdown` is cancelled; [`RunningHub::wait`] waits for that.
 pub async fn start(config: HubConfig, shutdown: CancellationToken) -> Result<RunningHub, HubError> {
     let clock = Clock::system();
-    let signer = signing_key(&config)?;
-    let catalog = Catalog::load(&config.documents, signer.as_ref(), clock.now())
+    let signer = Arc::new(signing_key(&config)?);
+    let catalog = Catalog::load(&config.documents, signer.as_ref().as_ref(), clock.now())
         .map_err(HubError::Invalid)?;
     let tls = tls_acceptor(&config)?;
     let state_dir = config.state_dir.clone();
@@ -229,31 +317,60 @@ pub async fn start(config: HubConfig, shutdown: CancellationToken) -> Result<Run
         .await?
         .into_iter()
         .map(|summary| (summary.site, summary.labels));
+    let mut plans = plan::task::Plans::recover(&store, Arc::clone(&signer)).await?;
+    plans.reload(&config.documents);
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|error| HubError::Io(format!("cannot listen on {}: {error}", config.listen)))?;
     let address = listener
         .local_addr()
         .map_err(|error| HubError::Io(error.to_string()))?;
+    let socket = bind_socket(&config.socket)?;
     tracing::info!(
         %address,
+        socket = %config.socket.display(),
         tls = tls.is_some(),
         documents = catalog.documents().len(),
-        signing_key = signer.as_ref().map(|key| key.key_id.as_str()),
+        signing_key = signer.as_ref().as_ref().map(|key| key.key_id.as_str()),
         "edgeroll hub listening"
     );
+    let (plan_actions, actions) = mpsc::channel(16);
     let shared = Arc::new(Shared {
-        catalog: RwLock::new(Arc::new(catalog)),
+        catalog: RwLock::new(Arc::new(catalog.clone())),
+        parts: Mutex::new(CatalogParts {
+            directory: Arc::new(catalog),
+            planned: Vec::new(),
+        }),
+        plans: RwLock::new(Arc::new(Vec::new())),
+        plan_actions,
         presence: Presence::with_labels(known),
         store,
         clock,
         shutdown: shutdown.clone(),
     });
+    // The plans' documents are served from the first poll on: a site that holds a wave's
+    // document must never be offered an older serial after a restart.
+    plan::task::publish(&shared, &mut plans);
+    plan::task::tick(&shared, &mut plans).await;
     let mut tasks = vec![tokio::spawn(http::serve(
         listener,
         tls,
         Arc::clone(&shared),
     ))];
+    tasks.push(tokio::spawn(http::serve_socket(
+        socket,
+        Arc::clone(&shared),
+    )));
+    tasks.push(tokio::spawn(plan::task::run(
+        plan::task::Settings {
+            documents: config.documents.clone(),
+            interval: config.plan_interval,
+            reload_interval: config.reload_interval,
+        },
+        Arc::clone(&shared),
+        plans,
+        actions,
+    )));
     tasks.push(tokio::spawn(reload(
         config.clone(),
         signer,
@@ -273,9 +390,29 @@ pub async fn start(config: HubConfig, shutdown: CancellationToken) -> Result<Run
     })
 }
 
+/// Bind the operator socket at `path` (a stale file from a hub that died is replaced; the
+/// state directory's lock already proved no other hub runs), mode 0660.
+fn bind_socket(path: &Path) -> Result<tokio::net::UnixListener, HubError> {
+    use std::os::unix::fs::PermissionsExt as _;
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)
+            .map_err(|error| HubError::Io(format!("{}: {error}", parent.display())))?;
+    }
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+        Err(error) => return Err(HubError::Io(format!("{}: {error}", path.display()))),
+    }
+    let listener = tokio::net::UnixListener::bind(path)
+        .map_err(|error| HubError::Io(format!("cannot listen on {}: {error}", path.display())))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
+        .map_err(|error| HubError::Io(format!("{}: {error}", path.display())))?;
+    Ok(listener)
+}
+
 /// Reload the documents on SIGHUP and whenever the directory changes (checked every
 /// `reload_interval`). A directory with any invalid document keeps the catalog served before.
-async fn reload(config: HubConfig, signer: Option<SigningKey>, shared: Arc<Shared>) {
+async fn reload(config: HubConfig, signer: Arc<Option<SigningKey>>, shared: Arc<Shared>) {
     let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
         Ok(hangup) => Some(hangup),
         Err(error) => {
@@ -283,7 +420,6 @@ async fn reload(config: HubConfig, signer: Option<SigningKey>, shared: Arc<Share
             None
         }
     };
-    let signer = Arc::new(signer);
     let dir = config.documents.clone();
     let mut seen = catalog::fingerprint(&dir);
     loop {
@@ -316,7 +452,12 @@ async fn reload(config: HubConfig, signer: Option<SigningKey>, shared: Arc<Share
                     highest_serial = catalog.documents().first().map(|document| document.serial),
                     "documents reloaded"
                 );
-                shared.publish(catalog);
+                if let Err(problems) = shared.publish_directory(catalog) {
+                    for problem in &problems {
+                        tracing::error!("{problem}");
+                    }
+                    tracing::error!("a document's serial is one a plan published; still serving the previous documents");
+                }
             }
             Ok(Err(problems)) => {
                 for problem in &problems {

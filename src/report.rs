@@ -42,6 +42,9 @@ pub struct Reporting {
     enabled: bool,
 }
 
+/// The kind of the report that a service follows a new document with nothing to roll.
+pub const DOCUMENT_FOLLOWED: &str = "DocumentFollowed";
+
 impl Reporting {
     /// Reporting as `config` says.
     pub fn new(config: &Config) -> Reporting {
@@ -123,6 +126,18 @@ impl Reporting {
             .iter()
             .map(|event| report(event.at, &event.service, &event.kind, &event.message))
             .collect()
+    }
+
+    /// The report that `rollout` follows the document `serial` with nothing to roll (its spec
+    /// did not change): a `DocumentFollowed` event with the state it is in.
+    pub fn for_serial(&self, rollout: &Rollout, serial: u64, now: Timestamp) -> Vec<NewReport> {
+        let event = EventRecord {
+            service: rollout.service.clone(),
+            at: now,
+            kind: DOCUMENT_FOLLOWED.to_owned(),
+            message: format!("follows serial {serial}; its spec is unchanged"),
+        };
+        self.for_rollout(&[event], rollout, rollout, Some(serial), now)
     }
 
     /// The reports of an analysis run saved as `after` when it was `before` (`None`: it is new):

@@ -292,6 +292,8 @@ struct ServiceSlot {
     preview: Option<PreviewListener>,
     runs: VecDeque<AnalysisRun>,
     events: VecDeque<EventRecord>,
+    /// The document serial of the last report made for this service since the agent started.
+    reported_serial: Option<u64>,
 }
 
 /// The preview listener of a blue-green service (Argo's `previewService`).
@@ -521,6 +523,9 @@ impl Shell {
                 // Not saved means not applied: effects of an unsaved state could not be replayed.
                 error!(service = %name, %error, "cannot save the rollout state; the change is not applied");
                 return Some(Err(format!("the state could not be saved: {error}")));
+            }
+            if !reports.is_empty() {
+                slot.reported_serial = serial;
             }
         }
         slot.rollout = next;

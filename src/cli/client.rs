@@ -117,6 +117,16 @@ impl Client {
         Ok(response.message)
     }
 
+    /// `GET path`, decoded (the hub's operator socket uses this client too).
+    pub(crate) async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        self.request(Method::GET, path, None::<&()>).await
+    }
+
+    /// `POST path` with no body, decoded; sent exactly once.
+    pub(crate) async fn post<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        self.request(Method::POST, path, None::<&()>).await
+    }
+
     /// One request on a fresh connection, within [`REQUEST_TIMEOUT`].
     async fn request<T: DeserializeOwned>(
         &self,

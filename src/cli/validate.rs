@@ -1,6 +1,7 @@
 //! `edgeroll validate`: check the agent config and desired documents offline.
 //!
-//! Runs exactly the parsers the agent runs (`config::load`, `spec::parse::load_document`) and,
+//! Runs exactly the parsers the agent runs (`config::load`, `spec::parse::load_document`; for a
+//! `*.plan.toml`, the hub's `hub::plan::spec::load`) and,
 //! when the config pins keys, the agent's trust rules (`trust::judge`) on the config's document
 //! and its `.minisig`, and prints what they found; it must never have validation rules of its
 //! own.
@@ -56,8 +57,24 @@ pub(crate) fn validate(
     }
 }
 
-/// Check one desired document.
+/// Check one desired document (or, for a `*.plan.toml`, a hub's fleet plan and the documents
+/// it names, with the hub's own parser).
 fn check_document(path: &Path, problems: &mut Vec<String>, accepted: &mut Vec<String>) {
+    if crate::hub::plan::spec::is_plan_file(path) {
+        match crate::hub::plan::spec::load(path) {
+            Ok(plan) => {
+                let waves: Vec<&str> = plan.waves.iter().map(|wave| wave.name.as_str()).collect();
+                accepted.push(format!(
+                    "{}: ok (plan {}, waves {})",
+                    path.display(),
+                    plan.name,
+                    waves.join(" → ")
+                ));
+            }
+            Err(diagnostics) => problems.extend(diagnostic_lines(path, &diagnostics)),
+        }
+        return;
+    }
     match crate::spec::parse::load_document(path) {
         Ok(document) => {
             let count = document.services.len();

@@ -1,8 +1,8 @@
 //! The hub's catalog of desired documents: what it serves, to whom, with which ETag and
 //! signature.
 //!
-//! Owns the documents directory (read, never written): every `*.toml` / `*.json` in it is a
-//! desired document, validated with the agent's own parser (`spec::parse`, as `edgeroll
+//! Owns the documents directory (read, never written): every `*.toml` / `*.json` in it but the
+//! plan files (`*.plan.toml`, read by `plan`) is a desired document, validated with the agent's own parser (`spec::parse`, as `edgeroll
 //! validate` does), served byte for byte as found. Its signature is the `.minisig` next to it
 //! when there is one (signed offline), else one the hub makes with its own key, else none.
 //! The ETag of each document is computed once, when it is loaded, so answering a poll is a
@@ -144,7 +144,12 @@ impl Catalog {
     /// A catalog of these documents; two with the same serial are refused (a site could not
     /// tell them apart).
     pub fn from_documents(documents: Vec<ServedDocument>) -> Result<Catalog, Vec<String>> {
-        let mut documents: Vec<Arc<ServedDocument>> = documents.into_iter().map(Arc::new).collect();
+        Catalog::from_shared(documents.into_iter().map(Arc::new).collect())
+    }
+
+    /// [`Catalog::from_documents`] of documents already shared (the directory's and the
+    /// plans', merged on every publish).
+    pub fn from_shared(mut documents: Vec<Arc<ServedDocument>>) -> Result<Catalog, Vec<String>> {
         documents.sort_by(|left, right| {
             right
                 .serial
@@ -207,6 +212,11 @@ impl Catalog {
     pub fn documents(&self) -> &[Arc<ServedDocument>] {
         &self.documents
     }
+
+    /// The highest serial of any document (0 when there is none).
+    pub fn highest_serial(&self) -> u64 {
+        self.documents.first().map_or(0, |document| document.serial)
+    }
 }
 
 /// The fingerprint of `dir`: name, size and modification time of every file in it.
@@ -244,7 +254,8 @@ fn document_files(dir: &Path) -> Result<Vec<PathBuf>, String> {
         let document = path
             .extension()
             .is_some_and(|extension| extension == "toml" || extension == "json");
-        if document && !hidden && path.is_file() {
+        let plan = crate::hub::plan::spec::is_plan_file(&path);
+        if document && !plan && !hidden && path.is_file() {
             files.push(path);
         }
     }

@@ -26,6 +26,10 @@ pub const DEFAULT_DOCUMENTS_DIR: &str = "/etc/edgeroll/hub.d";
 pub const DEFAULT_RELOAD_INTERVAL: Duration = Duration::from_secs(5);
 /// Default `last_seen_flush`: how often poll times kept in memory are written to the store.
 pub const DEFAULT_LAST_SEEN_FLUSH: Duration = Duration::from_secs(10);
+/// Default `plan_interval`: how often fleet plans are evaluated.
+pub const DEFAULT_PLAN_INTERVAL: Duration = Duration::from_secs(2);
+/// The operator socket's file in the state directory, when `socket` is not set.
+pub const DEFAULT_SOCKET_FILE: &str = "hub.sock";
 /// Default `mqtt.client_id`.
 pub const DEFAULT_MQTT_CLIENT_ID: &str = "edgeroll-hub";
 /// The largest `hub.toml` read, in bytes.
@@ -51,6 +55,13 @@ pub struct HubConfig {
     pub signing: Option<SigningFiles>,
     /// Ingest report batches from this MQTT broker too.
     pub mqtt: Option<MqttSettings>,
+    /// How often fleet plans are evaluated.
+    pub plan_interval: Duration,
+    /// The operator socket (`edgeroll hub get|promote|abort|pause|resume`); default
+    /// `{state_dir}/hub.sock`.
+    pub socket: PathBuf,
+    /// Write each known site's document here too, for a static HTTPS server or a CDN.
+    pub export: Option<PathBuf>,
 }
 
 /// `[tls]`: PEM files.
@@ -169,10 +180,26 @@ fn read_root(reader: &mut Reader<'_>, root: &Value, file: &Path) -> Option<HubCo
         Some((path, value)) => read_mqtt(reader, &path, value).map(Some),
         None => Some(None),
     };
+    let plan_interval = match table.get("plan_interval") {
+        Some((path, value)) => reader.duration(&path, value),
+        None => Some(DEFAULT_PLAN_INTERVAL),
+    };
+    let socket = match table.get("socket") {
+        Some((path, value)) => read_path(reader, &path, value, &base).map(Some),
+        None => Some(None),
+    };
+    let export = match table.get("export") {
+        Some((path, value)) => read_path(reader, &path, value, &base).map(Some),
+        None => Some(None),
+    };
     table.finish(reader);
+    let state_dir = state_dir?;
     Some(HubConfig {
         listen: listen?,
-        state_dir: state_dir?,
+        socket: socket?.unwrap_or_else(|| state_dir.join(DEFAULT_SOCKET_FILE)),
+        state_dir,
+        plan_interval: plan_interval?,
+        export: export?,
         documents: documents?,
         reload_interval: reload_interval?,
         last_seen_flush: last_seen_flush?,

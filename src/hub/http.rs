@@ -23,7 +23,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use serde::Serialize;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 
@@ -33,6 +33,8 @@ use crate::wire::report::{self, Ack, WireError, MAX_BATCH_BYTES};
 
 /// How many connections are served at once; more wait in the kernel's backlog.
 pub const MAX_CONNECTIONS: usize = 8192;
+/// How many operator-socket connections are served at once.
+pub const MAX_SOCKET_CONNECTIONS: usize = 64;
 /// How long a client may take to send a request's headers (also bounds an idle keep-alive).
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long open connections get to finish when the hub shuts down.
@@ -71,7 +73,7 @@ pub(super) async fn serve(listener: TcpListener, tls: Option<TlsAcceptor>, share
         let _ = stream.set_nodelay(true);
         match &tls {
             None => {
-                let service = service(Arc::clone(&shared), None);
+                let service = service(Arc::clone(&shared), None, false);
                 let connection =
                     graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
                 tokio::spawn(async move {
@@ -103,7 +105,7 @@ pub(super) async fn serve(listener: TcpListener, tls: Option<TlsAcceptor>, share
                         .peer_certificates()
                         .and_then(|chain| chain.first())
                         .map(|certificate| Arc::new(Peer::new(certificate.clone().into_owned())));
-                    let service = service(shared, peer);
+                    let service = service(shared, peer, false);
                     let connection =
                         watcher.watch(builder.serve_connection(TokioIo::new(stream), service));
                     if let Err(error) = connection.await {
@@ -123,10 +125,44 @@ pub(super) async fn serve(listener: TcpListener, tls: Option<TlsAcceptor>, share
     }
 }
 
-/// The service of one connection, whose client certificate (mutual TLS) is `peer`.
+/// Serve the operator socket until `shared.shutdown` is cancelled: the same routes, plus the
+/// plan actions (whoever can open the socket is an operator; its mode is 0660).
+pub(super) async fn serve_socket(listener: UnixListener, shared: Arc<Shared>) {
+    let permits = Arc::new(Semaphore::new(MAX_SOCKET_CONNECTIONS));
+    let graceful = GracefulShutdown::new();
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    let shutdown = shared.shutdown.clone();
+    loop {
+        let Some((stream, permit)) =
+            crate::listen::next_connection(&permits, &shutdown, "the hub's socket", || async {
+                listener.accept().await.map(|(stream, _peer)| stream)
+            })
+            .await
+        else {
+            break;
+        };
+        let service = service(Arc::clone(&shared), None, true);
+        let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%error, "socket connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    let _ = tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown()).await;
+}
+
+/// The service of one connection, whose client certificate (mutual TLS) is `peer`; `operator`
+/// for the operator socket.
 fn service(
     shared: Arc<Shared>,
     peer: Option<Arc<Peer>>,
+    operator: bool,
 ) -> impl hyper::service::Service<
     Request<Incoming>,
     Response = Answer,
@@ -136,7 +172,7 @@ fn service(
     service_fn(move |request| {
         let shared = Arc::clone(&shared);
         let peer = peer.clone();
-        async move { Ok::<_, Infallible>(handle(request, &shared, peer.as_deref()).await) }
+        async move { Ok::<_, Infallible>(handle(request, &shared, peer.as_deref(), operator).await) }
     })
 }
 
@@ -196,6 +232,7 @@ pub(super) async fn handle(
     request: Request<Incoming>,
     shared: &Shared,
     peer: Option<&Peer>,
+    operator: bool,
 ) -> Answer {
     // The poll first, without allocating: it is nearly all of the traffic.
     if matches!(*request.method(), Method::GET | Method::HEAD) {
@@ -228,6 +265,9 @@ pub(super) async fn handle(
             | ["v1", "sites", _, "desired" | "desired.minisig" | "reports"]
             | ["v1", "reports"]
             | ["v1", "documents"]
+            | ["v1", "plans"]
+            | ["v1", "plans", _]
+            | ["v1", "plans", _, _]
     );
     match (method, segments.as_slice()) {
         (Method::POST, ["v1", "reports"]) => reports(shared, request, peer).await,
@@ -238,11 +278,58 @@ pub(super) async fn handle(
             site_reports(shared, site, &query).await
         }
         (Method::GET, ["v1", "documents"]) => documents(shared),
+        (Method::GET, ["v1", "plans"]) => json(StatusCode::OK, &*shared.plan_views()),
+        (Method::GET, ["v1", "plans", name]) => plan(shared, name),
+        (Method::POST, ["v1", "plans", name, verb]) => {
+            plan_action(shared, name, verb, operator).await
+        }
         _ if known => error(
             StatusCode::METHOD_NOT_ALLOWED,
             format!("{} is not allowed on {path}", request.method()),
         ),
         _ => error(StatusCode::NOT_FOUND, format!("no route {path}")),
+    }
+}
+
+/// `GET /v1/plans/{name}`.
+fn plan(shared: &Shared, name: &str) -> Answer {
+    match shared.plan_views().iter().find(|view| view.name == name) {
+        Some(view) => json(StatusCode::OK, view),
+        None => error(StatusCode::NOT_FOUND, format!("no plan named {name}")),
+    }
+}
+
+/// `POST /v1/plans/{name}/{promote|abort|pause|resume}`, on the operator socket only.
+async fn plan_action(shared: &Shared, name: &str, verb: &str, operator: bool) -> Answer {
+    let Some(action) = super::plan::engine::Action::from_verb(verb) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("no plan action {verb:?}: promote, abort, pause or resume"),
+        );
+    };
+    if !operator {
+        return error(
+            StatusCode::FORBIDDEN,
+            format!("plan actions are taken on the hub's operator socket (`edgeroll hub {verb} {name}` on the hub's machine), not over the network"),
+        );
+    }
+    #[derive(Serialize)]
+    struct Done<'a> {
+        plan: &'a str,
+        message: String,
+    }
+    match shared.plan_action(name, action).await {
+        Ok(message) => json(
+            StatusCode::OK,
+            &Done {
+                plan: name,
+                message,
+            },
+        ),
+        Err(message) if message.starts_with("no plan named") => {
+            error(StatusCode::NOT_FOUND, message)
+        }
+        Err(message) => error(StatusCode::CONFLICT, message),
     }
 }
 

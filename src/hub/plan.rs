@@ -4,4 +4,7 @@
 //! Owns the plan files (`*.plan.toml` next to the documents), the rule that advances a plan
 //! (`engine`), and the shapes the page, the CLI and the API show (`view`).
 
+pub mod engine;
+pub mod spec;
+pub mod task;
 pub mod view;

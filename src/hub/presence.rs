@@ -29,6 +29,18 @@ struct Entry {
     labels_dirty: bool,
 }
 
+/// A site presence knows: its name, labels, and last poll since the hub started (none for a
+/// site only the store knew at start).
+#[derive(Debug, Clone)]
+pub struct KnownSite {
+    /// The site's name.
+    pub site: String,
+    /// Its labels.
+    pub labels: Arc<BTreeMap<String, String>>,
+    /// When it last polled.
+    pub polled: Option<Timestamp>,
+}
+
 /// The polls of every site since the hub started (and the labels stored before).
 #[derive(Debug, Default)]
 pub struct Presence {
@@ -138,6 +150,21 @@ impl Presence {
     pub fn labels(&self, site: &str) -> Option<Arc<BTreeMap<String, String>>> {
         let sites = self.sites.lock().ok()?;
         sites.get(site).map(|entry| Arc::clone(&entry.labels))
+    }
+
+    /// Every site known here.
+    pub fn snapshot(&self) -> Vec<KnownSite> {
+        let Ok(sites) = self.sites.lock() else {
+            return Vec::new();
+        };
+        sites
+            .iter()
+            .map(|(site, entry)| KnownSite {
+                site: site.clone(),
+                labels: Arc::clone(&entry.labels),
+                polled: (entry.at.as_millis() > 0).then_some(entry.at),
+            })
+            .collect()
     }
 
     /// The last poll time of `site` since the hub started.

@@ -5,12 +5,13 @@
 //! transaction (group commit: one fsync for every batch waiting, not one each), and only then
 //! answers each job. So an acknowledgement is never sent for a batch that is not durable, and
 //! a `kill -9` at any instant loses nothing acknowledged. Each table has one owner submodule
-//! (`reports`, `sites`). Reads for the API go through a second connection and never wait for
+//! (`reports`, `sites`, `plans`). Reads for the API go through a second connection and never wait for
 //! the writer (WAL).
 //!
 //! It must never decide what a batch means beyond [`crate::wire::report::judge`] and
 //! [`SiteSummary::accept`]; it never touches the agent's store.
 
+mod plans;
 mod reports;
 mod sites;
 
@@ -32,7 +33,7 @@ pub const HUB_DATABASE_FILE: &str = "hub.db";
 /// The lock file that keeps two hubs off one state directory.
 pub const HUB_LOCK_FILE: &str = "hub.lock";
 /// The schema version this binary writes (`PRAGMA user_version`).
-pub const HUB_SCHEMA_VERSION: i64 = 1;
+pub const HUB_SCHEMA_VERSION: i64 = 2;
 /// How many jobs may wait for the writer; beyond that, HTTP ingest answers 503.
 pub const QUEUE_CAPACITY: usize = 1024;
 /// The most jobs committed in one transaction.
@@ -155,6 +156,11 @@ enum Job {
         polls: Vec<Poll>,
         reply: oneshot::Sender<Result<(), String>>,
     },
+    Plan {
+        name: String,
+        run: String,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
 }
 
 /// The hub's store: a queue to the writer and a connection for reads.
@@ -225,6 +231,7 @@ impl HubStore {
         transaction
             .execute_batch(reports::SCHEMA)
             .and_then(|()| transaction.execute_batch(sites::SCHEMA))
+            .and_then(|()| transaction.execute_batch(plans::SCHEMA))
             .and_then(|()| transaction.pragma_update(None, "user_version", HUB_SCHEMA_VERSION))
             .map_err(sqlite("create tables"))?;
         transaction.commit().map_err(sqlite("commit schema"))?;
@@ -309,6 +316,26 @@ impl HubStore {
         }
     }
 
+    /// Write the run of plan `name` (JSON the plan task owns); returns once it is durable.
+    pub async fn save_plan(&self, name: String, run: String) -> Result<(), StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.jobs
+            .send(Job::Plan { name, run, reply })
+            .await
+            .map_err(|_| StoreError::Unavailable)?;
+        match answer.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(message)) => Err(StoreError::Commit(message)),
+            Err(_) => Err(StoreError::Unavailable),
+        }
+    }
+
+    /// Every plan's run (name, JSON).
+    pub async fn plans(&self) -> Result<Vec<(String, String)>, StoreError> {
+        self.read(|connection| plans::all(connection).map_err(sqlite("read plans")))
+            .await
+    }
+
     /// Every site's summary.
     pub async fn sites(&self) -> Result<Vec<SiteSummary>, StoreError> {
         self.read(|connection| sites::all(connection).map_err(sqlite("read sites")))
@@ -389,7 +416,7 @@ fn write_loop(mut connection: Connection, mut queue: mpsc::Receiver<Job>) {
                         (Job::Ingest { reply, .. }, Some(outcome)) => {
                             let _ = reply.send(Ok(outcome));
                         }
-                        (Job::Polls { reply, .. }, _) => {
+                        (Job::Polls { reply, .. } | Job::Plan { reply, .. }, _) => {
                             let _ = reply.send(Ok(()));
                         }
                         (Job::Ingest { reply, .. }, None) => {
@@ -406,7 +433,7 @@ fn write_loop(mut connection: Connection, mut queue: mpsc::Receiver<Job>) {
                         Job::Ingest { reply, .. } => {
                             let _ = reply.send(Err(message.clone()));
                         }
-                        Job::Polls { reply, .. } => {
+                        Job::Polls { reply, .. } | Job::Plan { reply, .. } => {
                             let _ = reply.send(Err(message.clone()));
                         }
                     }
@@ -442,6 +469,10 @@ fn commit_group(
                     }
                     sites::put(&transaction, &summary)?;
                 }
+                None
+            }
+            Job::Plan { name, run, .. } => {
+                plans::put(&transaction, name, run)?;
                 None
             }
         });

@@ -102,6 +102,9 @@ impl Shell {
                 error!(%error, "service not applied");
             }
         }
+        for name in &wanted {
+            self.report_following(name, document.serial);
+        }
         let removed: Vec<String> = self
             .services
             .keys()
@@ -114,6 +117,32 @@ impl Shell {
         self.order = wanted;
         self.supervisor.retain_services(self.order.clone());
         Ok(())
+    }
+
+    /// Tell the center that `name` follows the document `serial`, when applying it changed
+    /// nothing the service reported (its spec was the same): so a fleet plan knows the service
+    /// is on the new serial, and never counts an earlier Healthy for it.
+    fn report_following(&mut self, name: &str, serial: u64) {
+        let now = self.clock.now();
+        let Some(slot) = self.services.get_mut(name) else {
+            return;
+        };
+        if slot.reported_serial == Some(serial) {
+            return;
+        }
+        let reports = self.reporting.for_serial(&slot.rollout, serial, now);
+        if reports.is_empty() {
+            return;
+        }
+        match self
+            .store
+            .save_rollout_reporting(name, &slot.rollout, &[], &reports)
+        {
+            Ok(_) => slot.reported_serial = Some(serial),
+            Err(error) => {
+                error!(service = %name, %error, "cannot record that the service follows the new document");
+            }
+        }
     }
 
     pub(super) async fn apply_spec(&mut self, spec: ServiceSpec) -> Result<(), Error> {

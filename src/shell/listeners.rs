@@ -60,6 +60,7 @@ impl Shell {
                 preview: None,
                 runs,
                 events: events.into_iter().collect(),
+                reported_serial: None,
             },
         );
         self.sync_preview_listener(&name, preview_listen).await

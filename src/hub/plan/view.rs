@@ -13,6 +13,9 @@ use crate::time::Timestamp;
 /// A plan's phase.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PlanPhase {
+    /// Not started: the message says why (it selects no site the hub knows, its file is
+    /// invalid).
+    Pending,
     /// A wave is rolling (or baking).
     Progressing,
     /// Waiting at a manual gate (`pause = {}`) or paused by `hub pause`.
