@@ -239,14 +239,25 @@ selector = {}
     let pilot_serial = pilot.serial.expect("the pilot wave's serial");
     assert!(pilot_serial >= RELEASE_SERIAL, "{}", summary(&view));
     assert_eq!(pilot.members, 200, "{}", summary(&view));
-    assert_eq!(pilot.reachable, 160, "{}", summary(&view));
+    // Its 40 sleepers fall out of the reachable members one by one, as each passes
+    // `unknownAfter` since it was last heard from; the wave completes on the 160 awake ones
+    // once enough have (160 is 90 % of 177), without waiting for the others.
     assert_eq!(
-        pilot.counts.unknown,
-        40,
-        "20 % of the pilot sleeps, and it did not wait for them:\n{}",
+        pilot.reachable + pilot.counts.unknown,
+        200,
+        "{}",
         summary(&view)
     );
-    assert!(pilot.counts.healthy >= 144, "{}", summary(&view));
+    assert!(
+        (20..=40).contains(&pilot.counts.unknown),
+        "about 20 % of the pilot sleeps, and it did not wait for them:\n{}",
+        summary(&view)
+    );
+    assert!(
+        pilot.counts.healthy >= pilot.needed && pilot.needed * 10 >= pilot.reachable * 9,
+        "{}",
+        summary(&view)
+    );
     assert_eq!(pilot.counts.aborted, 0, "{}", summary(&view));
     for site in fleet.select(|site| group(site).0 == "pilot" && site.awake()) {
         let held = site.held();

@@ -714,12 +714,17 @@ impl Agent {
     }
 }
 
-/// Send one request through the shared connections; `None` when it failed.
+/// Send one request through the shared connections once a connection is free; `None` when it
+/// failed, or when the site fell asleep while it waited (it then sends nothing).
 async fn exchange(
+    site: &SimSite,
     link: &Link,
     request: http::Request<Full<Bytes>>,
 ) -> Option<(http::StatusCode, http::HeaderMap, Bytes)> {
     let _permit = link.permits.acquire().await.ok()?;
+    if !site.awake() {
+        return None;
+    }
     let answer = tokio::time::timeout(REQUEST_TIMEOUT, async {
         let response = link.client.request(request).await.ok()?;
         let status = response.status();
@@ -752,7 +757,7 @@ async fn poll(site: &SimSite, link: &Link, etag: Option<&str>) -> Polled {
     let Ok(request) = request.body(Full::new(Bytes::new())) else {
         return Polled::Failed;
     };
-    let Some((status, headers, body)) = exchange(link, request).await else {
+    let Some((status, headers, body)) = exchange(site, link, request).await else {
         return Polled::Failed;
     };
     match status {
@@ -822,7 +827,7 @@ async fn deliver(site: &SimSite, link: &Link, agent: &mut Agent) -> bool {
         return false;
     };
     link.stats.batches.fetch_add(1, Ordering::Relaxed);
-    let Some((status, headers, body)) = exchange(link, request).await else {
+    let Some((status, headers, body)) = exchange(site, link, request).await else {
         return false;
     };
     match status {
@@ -920,6 +925,10 @@ async fn run(site: Arc<SimSite>, link: Arc<Link>) {
         }
         if now >= next_poll {
             let polled = poll(&site, &link, agent.etag.as_deref()).await;
+            if !site.awake() {
+                // Fell asleep while the poll was out: the answer is lost with it.
+                continue;
+            }
             if !matches!(polled, Polled::Failed) {
                 site.update(|held| {
                     held.polls += 1;
