@@ -494,9 +494,17 @@ minHealthy = "100%"
     ));
     let view = plan_view(get, "web-2.0").expect("the plan");
     assert_eq!(view.phase, PlanPhase::Completed, "{}", summary(&view));
-    // Every agent ends on the release and the newest serial that selects it.
+    // Every agent ends on the release and the newest serial that selects it, and its own proxy
+    // serves the new version.
     for agent in &agents {
         agent.wait_settled(&hub, "2.0.0", fleet_serial);
+        assert_eq!(
+            agent.site.canary_share("2.0.0", 20),
+            100.0,
+            "{}: its proxy on {} answers with 2.0.0",
+            agent.name,
+            agent.site.proxy
+        );
     }
     eprintln!(
         "fleet agents: 5 agents through pilot → fleet in {:.1} s\n{}",
