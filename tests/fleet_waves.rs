@@ -4,7 +4,7 @@
 //!
 //! | group   | sites | labels                              | asleep | aborts 2.0.0 |
 //! |---------|-------|-------------------------------------|--------|--------------|
-//! | pilot   |   200 | cohort = pilot (half also eu-west)  | 20 %   | none         |
+//! | pilot   |   200 | cohort = pilot, half region eu-west | 20 %   | none         |
 //! | eu-west | 1,800 | region = eu-west                    | 20 %   | 2 %          |
 //! | us-east | 2,000 | region = us-east                    | 20 %   | none         |
 //!
@@ -91,7 +91,7 @@ fn highest_served(hub: &HubProcess) -> u64 {
         .unwrap_or(0)
 }
 
-/// Each simulated site with a step's time: `lap("what")` prints the time since the last one.
+/// The timings of a test: `lap("what")` prints the time since the start and since the last lap.
 struct Laps {
     started: Instant,
     last: Instant,

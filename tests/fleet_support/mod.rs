@@ -73,18 +73,6 @@ impl HubProcess {
         hub
     }
 
-    /// A hub directory prepared by the caller (documents written before the first start).
-    pub fn start_in(dir: HubDir, address: SocketAddr) -> HubProcess {
-        let mut hub = HubProcess {
-            dir,
-            address,
-            child: None,
-            started: 0,
-        };
-        hub.spawn();
-        hub
-    }
-
     fn spawn(&mut self) {
         self.started += 1;
         let log = std::fs::OpenOptions::new()
