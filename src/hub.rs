@@ -17,6 +17,7 @@ pub mod catalog;
 pub mod clock;
 pub mod config;
 pub mod http;
+pub mod limit;
 pub mod mqtt;
 pub mod plan;
 pub mod presence;
@@ -65,6 +66,8 @@ pub struct Shared {
     plan_actions: mpsc::Sender<plan::task::ActionRequest>,
     /// Poll times and labels.
     pub presence: Presence,
+    /// Report batches per site.
+    pub report_limit: limit::ReportLimit,
     /// The store.
     pub store: HubStore,
     /// The hub's clock.
@@ -164,6 +167,15 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The serial and name of every document of `catalog`.
+fn served(catalog: &Catalog) -> Vec<(u64, String)> {
+    catalog
+        .documents()
+        .iter()
+        .map(|document| (document.serial, document.name.clone()))
+        .collect()
 }
 
 fn merge(directory: &Catalog, planned: &[Arc<ServedDocument>]) -> Result<Catalog, Vec<String>> {
@@ -317,6 +329,9 @@ pub async fn start(config: HubConfig, shutdown: CancellationToken) -> Result<Run
         .await?
         .into_iter()
         .map(|summary| (summary.site, summary.labels));
+    store
+        .record_published(served(&catalog), clock.now())
+        .await?;
     let mut plans = plan::task::Plans::recover(&store, Arc::clone(&signer)).await?;
     plans.reload(&config.documents);
     let listener = TcpListener::bind(config.listen)
@@ -344,13 +359,14 @@ pub async fn start(config: HubConfig, shutdown: CancellationToken) -> Result<Run
         plans: RwLock::new(Arc::new(Vec::new())),
         plan_actions,
         presence: Presence::with_labels(known),
+        report_limit: limit::ReportLimit::new(config.report_rate, config.report_burst),
         store,
         clock,
         shutdown: shutdown.clone(),
     });
     // The plans' documents are served from the first poll on: a site that holds a wave's
     // document must never be offered an older serial after a restart.
-    plan::task::publish(&shared, &mut plans);
+    plan::task::publish(&shared, &mut plans).await;
     plan::task::tick(&shared, &mut plans).await;
     let mut tasks = vec![tokio::spawn(http::serve(
         listener,
@@ -447,6 +463,15 @@ async fn reload(config: HubConfig, signer: Arc<Option<SigningKey>>, shared: Arc<
         .await;
         match loaded {
             Ok(Ok(catalog)) => {
+                // Recorded before served: a site's report of a served serial is never "unknown".
+                if let Err(error) = shared
+                    .store
+                    .record_published(served(&catalog), shared.clock.now())
+                    .await
+                {
+                    tracing::error!(%error, "cannot record the documents' serials; still serving the previous ones");
+                    continue;
+                }
                 tracing::info!(
                     documents = catalog.documents().len(),
                     highest_serial = catalog.documents().first().map(|document| document.serial),

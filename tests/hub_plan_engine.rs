@@ -2,7 +2,7 @@
 //! finish on the sites that are awake, never on a Healthy from before the change, stop on
 //! `maxAborted`, wait at gates, and roll back with new serials.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::Duration;
 
@@ -135,6 +135,11 @@ fn facts(sites: &[Site]) -> Vec<SiteFacts<'_>> {
         .collect()
 }
 
+/// The serials the hub served: the old document's (9) and the plan's (from 100).
+fn published() -> BTreeSet<u64> {
+    std::iter::once(9).chain(100..200).collect()
+}
+
 fn at(seconds: u64) -> Timestamp {
     Timestamp::from_millis(1_800_000_000_000 + seconds * 1000)
 }
@@ -142,7 +147,7 @@ fn at(seconds: u64) -> Timestamp {
 /// Evaluate with serials allocated from 100.
 fn evaluate(spec: &PlanSpec, state: &mut PlanState, sites: &[Site], now: Timestamp) -> PlanView {
     let next = state.highest_serial().map_or(100, |serial| serial + 1);
-    engine::evaluate(spec, state, &facts(sites), now, next).view
+    engine::evaluate(spec, state, &facts(sites), &published(), now, next).view
 }
 
 #[test]
@@ -378,8 +383,38 @@ fn a_refused_document_counts_as_aborted_and_a_silent_aborted_site_stays_aborted(
         .iter()
         .any(|site| site.reason.contains("signature")));
     // Hours later, silent, the aborted site is still aborted (a fact, not a guess).
-    let view = engine::evaluate(&spec, &mut state.clone(), &facts(&sites), at(9000), 101).view;
+    let view = engine::evaluate(
+        &spec,
+        &mut state.clone(),
+        &facts(&sites),
+        &published(),
+        at(9000),
+        101,
+    )
+    .view;
     assert_eq!(view.waves[0].counts.aborted, 2);
+}
+
+#[test]
+fn a_claim_of_a_serial_the_hub_never_published_is_not_believed() {
+    let (_dir, spec) = plan(TWO_WAVES);
+    let mut state = PlanState::new(&spec, at(0));
+    let mut sites = vec![Site::new("pilot-0", "pilot")];
+    evaluate(&spec, &mut state, &sites, at(0));
+    sites[0].report(at(1), 5000, "Healthy", "2.0.0", false);
+    let view = evaluate(&spec, &mut state, &sites, at(1));
+    let pilot = &view.waves[0];
+    assert_eq!(
+        (pilot.counts.healthy, pilot.counts.stale),
+        (0, 1),
+        "{pilot:?}"
+    );
+    assert!(
+        pilot.sites[0]
+            .reason
+            .contains("claims serial 5000, which this hub never published"),
+        "{pilot:?}"
+    );
 }
 
 #[test]

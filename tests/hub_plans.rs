@@ -278,3 +278,38 @@ fn validate_checks_plan_files_like_documents() {
         "{stdout}"
     );
 }
+
+#[test]
+fn a_flood_of_batches_from_one_site_is_refused_and_counted_and_nothing_stored_is_lost() {
+    let dir = HubDir::new("127.0.0.1:0", "report_rate = \"1/m\"\nreport_burst = 5");
+    dir.write_document("fleet.toml", 7, "", "2.4.0");
+    let hub = InProcessHub::start(&dir);
+    let address = hub.address;
+    let mut statuses = Vec::new();
+    for seq in 1..=8 {
+        let batch = hub_support::batch("noisy", seq, seq, [seq]);
+        let answer = hub_support::try_post_batch(address, &batch).expect("post");
+        if answer.status == 429 {
+            let retry = answer.header("retry-after").unwrap_or("");
+            assert!(
+                retry.parse::<u64>().is_ok_and(|seconds| seconds >= 1),
+                "{retry:?}"
+            );
+            assert!(answer.text().contains("report_rate"), "{}", answer.text());
+        }
+        statuses.push(answer.status);
+    }
+    assert_eq!(statuses, [200, 200, 200, 200, 200, 429, 429, 429]);
+    // Another site is not held back by the noisy one.
+    let quiet = hub_support::batch("quiet", 1, 1, [1]);
+    assert_eq!(post_batch(address, &quiet).status, 200);
+    let site = request(address, "GET", "/v1/sites/noisy", &[], b"").json();
+    assert_eq!(site["refusedBatches"], 3, "{site}");
+    assert_eq!(site["highWater"], 5, "what was accepted is held: {site}");
+    // Their reports name serial 42, which this hub never published: kept, and counted.
+    assert_eq!(site["unknownSerials"], 5, "{site}");
+    assert_eq!(site["lastUnknownSerial"], 42, "{site}");
+    let (held, _) = hub_support::held(address, "noisy");
+    assert_eq!(held, [1, 2, 3, 4, 5]);
+    hub.stop();
+}

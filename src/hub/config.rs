@@ -30,13 +30,18 @@ pub const DEFAULT_LAST_SEEN_FLUSH: Duration = Duration::from_secs(10);
 pub const DEFAULT_PLAN_INTERVAL: Duration = Duration::from_secs(2);
 /// The operator socket's file in the state directory, when `socket` is not set.
 pub const DEFAULT_SOCKET_FILE: &str = "hub.sock";
+/// Default `report_rate`: batches per second one site may send on average (the agent sends one
+/// at a time and waits for its answer, so a healthy site stays far below it).
+pub const DEFAULT_REPORT_RATE: f64 = 50.0;
+/// Default `report_burst`: batches one site may send at once.
+pub const DEFAULT_REPORT_BURST: u32 = 500;
 /// Default `mqtt.client_id`.
 pub const DEFAULT_MQTT_CLIENT_ID: &str = "edgeroll-hub";
 /// The largest `hub.toml` read, in bytes.
 pub const MAX_HUB_CONFIG_BYTES: u64 = 1024 * 1024;
 
 /// A validated hub configuration.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct HubConfig {
     /// Where the HTTP(S) server listens.
     pub listen: SocketAddr,
@@ -62,6 +67,10 @@ pub struct HubConfig {
     pub socket: PathBuf,
     /// Write each known site's document here too, for a static HTTPS server or a CDN.
     pub export: Option<PathBuf>,
+    /// Report batches one site may send per second, on average.
+    pub report_rate: f64,
+    /// Report batches one site may send at once.
+    pub report_burst: u32,
 }
 
 /// `[tls]`: PEM files.
@@ -192,6 +201,14 @@ fn read_root(reader: &mut Reader<'_>, root: &Value, file: &Path) -> Option<HubCo
         Some((path, value)) => read_path(reader, &path, value, &base).map(Some),
         None => Some(None),
     };
+    let report_rate = match table.get("report_rate") {
+        Some((path, value)) => read_rate(reader, &path, value),
+        None => Some(DEFAULT_REPORT_RATE),
+    };
+    let report_burst = match table.get("report_burst") {
+        Some((path, value)) => reader.int::<u32>(&path, value, 1..=1_000_000),
+        None => Some(DEFAULT_REPORT_BURST),
+    };
     table.finish(reader);
     let state_dir = state_dir?;
     Some(HubConfig {
@@ -200,6 +217,8 @@ fn read_root(reader: &mut Reader<'_>, root: &Value, file: &Path) -> Option<HubCo
         state_dir,
         plan_interval: plan_interval?,
         export: export?,
+        report_rate: report_rate?,
+        report_burst: report_burst?,
         documents: documents?,
         reload_interval: reload_interval?,
         last_seen_flush: last_seen_flush?,
@@ -207,6 +226,29 @@ fn read_root(reader: &mut Reader<'_>, root: &Value, file: &Path) -> Option<HubCo
         signing: signing?,
         mqtt: mqtt?,
     })
+}
+
+/// A rate such as `"10/s"` or `"600/m"`, in events per second.
+fn read_rate(reader: &mut Reader<'_>, path: &str, value: &Value) -> Option<f64> {
+    let text = reader.non_empty_string(path, value)?;
+    let parsed = text.split_once('/').and_then(|(count, unit)| {
+        let count: f64 = count.trim().parse().ok()?;
+        let per = match unit.trim() {
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return None,
+        };
+        (count.is_finite() && count > 0.0).then_some(count / per)
+    });
+    if parsed.is_none() {
+        reader.error(
+            value,
+            path,
+            format!("{text:?} is not a rate such as \"10/s\" or \"600/m\""),
+        );
+    }
+    parsed
 }
 
 fn read_listen(reader: &mut Reader<'_>, path: &str, value: &Value) -> Option<SocketAddr> {

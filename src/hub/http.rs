@@ -497,6 +497,20 @@ async fn reports(shared: &Shared, request: Request<Incoming>, peer: Option<&Peer
         }
     }
     let site = batch.site.clone();
+    if let Err(refused) = shared.report_limit.admit(&site, shared.clock.now()) {
+        tracing::debug!(site, "report batch refused: over the site's rate");
+        let mut answer = error(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "site {site} sends report batches faster than report_rate allows; send it again in {} s",
+                refused.retry_after.as_secs()
+            ),
+        );
+        if let Ok(value) = HeaderValue::from_str(&refused.retry_after.as_secs().to_string()) {
+            answer.headers_mut().insert(header::RETRY_AFTER, value);
+        }
+        return answer;
+    }
     match shared
         .store
         .ingest(batch, shared.clock.now(), false, false)
@@ -549,6 +563,8 @@ struct SiteView {
     summary: super::summary::SiteSummary,
     #[serde(skip_serializing_if = "Option::is_none")]
     document: Option<DocumentView>,
+    /// Report batches refused since the hub started because the site sent them too fast.
+    refused_batches: u64,
 }
 
 /// A document as the read API shows it.
@@ -588,7 +604,12 @@ fn site_view(shared: &Shared, mut summary: super::summary::SiteSummary) -> SiteV
     let document = catalog
         .choose(&summary.site, &summary.labels)
         .map(|document| document_view(document));
-    SiteView { summary, document }
+    let refused_batches = shared.report_limit.refused(&summary.site);
+    SiteView {
+        summary,
+        document,
+        refused_batches,
+    }
 }
 
 async fn sites(shared: &Shared) -> Answer {

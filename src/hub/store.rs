@@ -5,13 +5,14 @@
 //! transaction (group commit: one fsync for every batch waiting, not one each), and only then
 //! answers each job. So an acknowledgement is never sent for a batch that is not durable, and
 //! a `kill -9` at any instant loses nothing acknowledged. Each table has one owner submodule
-//! (`reports`, `sites`, `plans`). Reads for the API go through a second connection and never wait for
+//! (`reports`, `sites`, `plans`, `published`). Reads for the API go through a second connection and never wait for
 //! the writer (WAL).
 //!
 //! It must never decide what a batch means beyond [`crate::wire::report::judge`] and
 //! [`SiteSummary::accept`]; it never touches the agent's store.
 
 mod plans;
+mod published;
 mod reports;
 mod sites;
 
@@ -26,7 +27,7 @@ pub use reports::StoredReport;
 
 use super::summary::SiteSummary;
 use crate::time::Timestamp;
-use crate::wire::report::{judge, Judgement, ReportBatch};
+use crate::wire::report::{judge, Judgement, ReportBatch, ReportBody};
 
 /// The database file in the hub's state directory.
 pub const HUB_DATABASE_FILE: &str = "hub.db";
@@ -161,6 +162,11 @@ enum Job {
         run: String,
         reply: oneshot::Sender<Result<(), String>>,
     },
+    Published {
+        documents: Vec<(u64, String)>,
+        at: Timestamp,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
 }
 
 /// The hub's store: a queue to the writer and a connection for reads.
@@ -232,6 +238,7 @@ impl HubStore {
             .execute_batch(reports::SCHEMA)
             .and_then(|()| transaction.execute_batch(sites::SCHEMA))
             .and_then(|()| transaction.execute_batch(plans::SCHEMA))
+            .and_then(|()| transaction.execute_batch(published::SCHEMA))
             .and_then(|()| transaction.pragma_update(None, "user_version", HUB_SCHEMA_VERSION))
             .map_err(sqlite("create tables"))?;
         transaction.commit().map_err(sqlite("commit schema"))?;
@@ -330,6 +337,35 @@ impl HubStore {
         }
     }
 
+    /// Record the serials of `documents` (serial, name) as served; returns once durable, so
+    /// the caller can serve them after.
+    pub async fn record_published(
+        &self,
+        documents: Vec<(u64, String)>,
+        at: Timestamp,
+    ) -> Result<(), StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.jobs
+            .send(Job::Published {
+                documents,
+                at,
+                reply,
+            })
+            .await
+            .map_err(|_| StoreError::Unavailable)?;
+        match answer.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(message)) => Err(StoreError::Commit(message)),
+            Err(_) => Err(StoreError::Unavailable),
+        }
+    }
+
+    /// Every serial the hub ever served.
+    pub async fn published(&self) -> Result<std::collections::BTreeSet<u64>, StoreError> {
+        self.read(|connection| published::all(connection).map_err(sqlite("read published serials")))
+            .await
+    }
+
     /// Every plan's run (name, JSON).
     pub async fn plans(&self) -> Result<Vec<(String, String)>, StoreError> {
         self.read(|connection| plans::all(connection).map_err(sqlite("read plans")))
@@ -416,7 +452,12 @@ fn write_loop(mut connection: Connection, mut queue: mpsc::Receiver<Job>) {
                         (Job::Ingest { reply, .. }, Some(outcome)) => {
                             let _ = reply.send(Ok(outcome));
                         }
-                        (Job::Polls { reply, .. } | Job::Plan { reply, .. }, _) => {
+                        (
+                            Job::Polls { reply, .. }
+                            | Job::Plan { reply, .. }
+                            | Job::Published { reply, .. },
+                            _,
+                        ) => {
                             let _ = reply.send(Ok(()));
                         }
                         (Job::Ingest { reply, .. }, None) => {
@@ -433,7 +474,9 @@ fn write_loop(mut connection: Connection, mut queue: mpsc::Receiver<Job>) {
                         Job::Ingest { reply, .. } => {
                             let _ = reply.send(Err(message.clone()));
                         }
-                        Job::Polls { reply, .. } | Job::Plan { reply, .. } => {
+                        Job::Polls { reply, .. }
+                        | Job::Plan { reply, .. }
+                        | Job::Published { reply, .. } => {
                             let _ = reply.send(Err(message.clone()));
                         }
                     }
@@ -473,6 +516,12 @@ fn commit_group(
             }
             Job::Plan { name, run, .. } => {
                 plans::put(&transaction, name, run)?;
+                None
+            }
+            Job::Published { documents, at, .. } => {
+                for (serial, name) in documents {
+                    published::record(&transaction, *serial, name, at.as_millis())?;
+                }
                 None
             }
         });
@@ -522,6 +571,30 @@ fn apply_batch(
             }
         }
         Judgement::Accept { from } => {
+            let mut unknown = 0;
+            for report in batch.reports.iter().filter(|report| report.seq >= from) {
+                let serial = match &report.body {
+                    ReportBody::Rollout { serial, .. } | ReportBody::Document { serial, .. } => {
+                        *serial
+                    }
+                    _ => None,
+                };
+                if let Some(serial) = serial {
+                    if !published::contains(connection, serial)? {
+                        unknown += 1;
+                        summary.last_unknown_serial = Some(serial);
+                    }
+                }
+            }
+            if unknown > 0 {
+                tracing::warn!(
+                    site = batch.site,
+                    serial = summary.last_unknown_serial,
+                    reports = unknown,
+                    "reports claim a serial this hub never published; kept, counted, and not believed by plans"
+                );
+                summary.unknown_serials = summary.unknown_serials.saturating_add(unknown);
+            }
             let mut new = 0;
             for report in batch.reports.iter().filter(|report| report.seq >= from) {
                 if reports::insert(connection, &batch.site, report, received)? {

@@ -61,6 +61,12 @@ pub struct SiteSummary {
     /// Batches received again (everything in them was held already).
     #[serde(default)]
     pub duplicates: u64,
+    /// Reports that named a document serial this hub never published (kept, not believed).
+    #[serde(default)]
+    pub unknown_serials: u64,
+    /// The last such serial.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_unknown_serial: Option<u64>,
 }
 
 /// A service's last reported state.

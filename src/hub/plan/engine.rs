@@ -18,7 +18,7 @@
 //!   members) for `bake` without a break; it stops the plan when its aborted members exceed
 //!   `maxAborted`, and a stopped plan publishes nothing further.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -372,6 +372,7 @@ fn classify(
     wave_state: &WaveState,
     versions: &BTreeMap<String, String>,
     site: &SiteFacts<'_>,
+    published: &BTreeSet<u64>,
     now: Timestamp,
 ) -> (MemberState, String) {
     let summary = site.summary;
@@ -401,7 +402,14 @@ fn classify(
             waiting.push(format!("{service}: not reported yet"));
             continue;
         };
-        let on_new = state.serial.is_some_and(|held| held >= serial);
+        let on_new = state
+            .serial
+            .is_some_and(|held| held >= serial && published.contains(&held));
+        if let Some(held) = state.serial.filter(|held| !published.contains(held)) {
+            waiting.push(format!(
+                "{service}: claims serial {held}, which this hub never published"
+            ));
+        }
         follows |= on_new;
         if on_new && (state.completion.as_deref() == Some("Aborted") || state.phase == "Degraded") {
             return (
@@ -436,6 +444,9 @@ fn classify(
     }
     if follows {
         return (MemberState::Progressing, waiting.join("; "));
+    }
+    if !waiting.is_empty() {
+        return (MemberState::Stale, waiting.join("; "));
     }
     let held = summary.serial.map_or_else(
         || "no serial yet".to_owned(),
@@ -473,6 +484,7 @@ fn tally_waves(
     spec: &PlanSpec,
     state: &PlanState,
     sites: &[SiteFacts<'_>],
+    published: &BTreeSet<u64>,
     now: Timestamp,
 ) -> Vec<Tally> {
     let mut tallies: Vec<Tally> = spec
@@ -510,7 +522,7 @@ fn tally_waves(
                 (MemberState::Stale, String::new())
             }
         } else {
-            classify(wave, wave_state, versions, site, now)
+            classify(wave, wave_state, versions, site, published, now)
         };
         let count = match member {
             MemberState::Healthy => &mut tally.counts.healthy,
@@ -563,11 +575,14 @@ fn needed(wave: &WaveSpec, tally: &Tally) -> u64 {
 }
 
 /// Evaluate `state` at `now` against what the hub knows of `sites`, moving it by the rules;
-/// `next_serial` is the lowest serial not yet served by anyone (a new wave is published from it).
+/// `published` holds every serial the hub ever served (a site's claim of another is not
+/// believed), and `next_serial` is the lowest serial not yet served by anyone (a new wave is
+/// published from it).
 pub fn evaluate(
     spec: &PlanSpec,
     state: &mut PlanState,
     sites: &[SiteFacts<'_>],
+    published: &BTreeSet<u64>,
     now: Timestamp,
     next_serial: u64,
 ) -> Evaluation {
@@ -575,12 +590,12 @@ pub fn evaluate(
     let mut next_serial = next_serial;
     // Each pass may complete a wave and start the next: at most one pass per wave, plus one.
     for _ in 0..=spec.waves.len() {
-        let tallies = tally_waves(spec, state, sites, now);
+        let tallies = tally_waves(spec, state, sites, published, now);
         if !step(spec, state, &tallies, now, &mut next_serial) {
             break;
         }
     }
-    let tallies = tally_waves(spec, state, sites, now);
+    let tallies = tally_waves(spec, state, sites, published, now);
     let view = view(spec, state, &tallies);
     Evaluation {
         changed: *state != before,

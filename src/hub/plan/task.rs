@@ -232,6 +232,7 @@ impl Plans {
     fn evaluate(
         &mut self,
         sites: &[SiteFacts<'_>],
+        published: &std::collections::BTreeSet<u64>,
         now: Timestamp,
         directory_highest: u64,
     ) -> (Vec<String>, Vec<PlanView>) {
@@ -271,7 +272,8 @@ impl Plans {
             let Some(run) = self.runs.get_mut(&name) else {
                 continue;
             };
-            let evaluation = engine::evaluate(&run.spec, &mut run.state, sites, now, next);
+            let evaluation =
+                engine::evaluate(&run.spec, &mut run.state, sites, published, now, next);
             if evaluation.changed && !changed.contains(&name) {
                 changed.push(name.clone());
             }
@@ -423,9 +425,21 @@ fn restore(plans: &mut Plans, changed: &[String], before: &BTreeMap<String, Run>
     }
 }
 
-/// Publish every run's documents into the catalog.
-pub fn publish(shared: &Shared, plans: &mut Plans) {
+/// Publish every run's documents into the catalog, once their serials are recorded.
+pub async fn publish(shared: &Shared, plans: &mut Plans) {
     let documents = plans.documents();
+    let served = documents
+        .iter()
+        .map(|document| (document.serial, document.name.clone()))
+        .collect();
+    if let Err(error) = shared
+        .store
+        .record_published(served, shared.clock.now())
+        .await
+    {
+        tracing::error!(%error, "cannot record the plans' serials; their documents are published on the next change");
+        return;
+    }
     if let Err(problems) = shared.publish_plans(documents) {
         for problem in problems {
             tracing::error!("cannot publish the plans' documents: {problem}");
@@ -449,10 +463,17 @@ pub async fn tick(shared: &Shared, plans: &mut Plans) {
             last_heard: *heard,
         })
         .collect();
+    let published = match shared.store.published().await {
+        Ok(published) => published,
+        Err(error) => {
+            tracing::warn!(%error, "cannot read the published serials; plans are evaluated on the next tick");
+            return;
+        }
+    };
     let before = plans.runs.clone();
     let now = shared.clock.now();
     let directory_highest = shared.directory().highest_serial();
-    let (changed, views) = plans.evaluate(&facts, now, directory_highest);
+    let (changed, views) = plans.evaluate(&facts, &published, now, directory_highest);
     if !changed.is_empty() {
         if commit(shared, plans, &changed, &before).await {
             for name in &changed {
@@ -462,7 +483,7 @@ pub async fn tick(shared: &Shared, plans: &mut Plans) {
                     }
                 }
             }
-            publish(shared, plans);
+            publish(shared, plans).await;
         } else {
             return;
         }
@@ -501,7 +522,7 @@ async fn apply(shared: &Shared, plans: &mut Plans, request: ActionRequest) {
         Ok(message) => {
             if commit(shared, plans, std::slice::from_ref(&plan), &before).await {
                 tracing::info!(plan = %plan, action = action.verb(), "{message}");
-                publish(shared, plans);
+                publish(shared, plans).await;
                 let _ = reply.send(Ok(message));
                 tick(shared, plans).await;
             } else {
