@@ -91,6 +91,42 @@ fn highest_served(hub: &HubProcess) -> u64 {
         .unwrap_or(0)
 }
 
+/// Every site's reports reached the hub once each: its high-water mark is the site's last
+/// sequence number, with no gap, and no report named a serial the hub never published.
+fn every_report_held(hub: &HubProcess, fleet: &SimFleet) {
+    let summaries = hub.get_json("/v1/sites");
+    let summaries: BTreeMap<&str, &serde_json::Value> = summaries
+        .as_array()
+        .expect("an array of sites")
+        .iter()
+        .filter_map(|summary| Some((summary["site"].as_str()?, summary)))
+        .collect();
+    for site in &fleet.sites {
+        let held = site.held();
+        let summary = summaries
+            .get(site.spec.name.as_str())
+            .unwrap_or_else(|| panic!("the hub does not know {}", site.spec.name));
+        assert_eq!(held.undelivered, 0, "{}: {held:?}", site.spec.name);
+        assert_eq!(
+            summary["highWater"], held.last_seq,
+            "{}: {summary:#}",
+            site.spec.name
+        );
+        assert_eq!(
+            summary["reports"], held.last_seq,
+            "{}: {summary:#}",
+            site.spec.name
+        );
+        for counter in ["missing", "gaps", "lost", "unknownSerials"] {
+            assert_eq!(
+                summary[counter], 0,
+                "{}: {counter}: {summary:#}",
+                site.spec.name
+            );
+        }
+    }
+}
+
 /// The timings of a test: `lap("what")` prints the time since the start and since the last lap.
 struct Laps {
     started: Instant,
@@ -378,6 +414,7 @@ selector = {}
     let view = plan_view(get, "ingest-2.0").expect("the plan");
     assert_eq!(view.phase, PlanPhase::Stopped, "{}", summary(&view));
     assert_eq!(highest_served(&hub), region_serial);
+    every_report_held(&hub, &fleet);
     eprintln!(
         "fleet waves: 4000 sites, {:.1} s in all\n{}",
         laps.started.elapsed().as_secs_f64(),
@@ -575,6 +612,8 @@ selector = {}
             held.settled_on(fleet_serial, "3.0.0") && held.applied == [BASE_SERIAL, fleet_serial]
         },
     );
+    // Two kill -9 later, the hub holds every report once.
+    every_report_held(&hub, &fleet);
     eprintln!(
         "fleet waves under kill -9: 1000 sites, 2 kills, {:.1} s in all; {}\n{}",
         laps.started.elapsed().as_secs_f64(),
