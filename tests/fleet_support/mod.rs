@@ -233,6 +233,11 @@ pub struct Stats {
     pub batches: AtomicU64,
     pub conflicts: AtomicU64,
     pub busy: AtomicU64,
+    /// Requests answered, and the time they took on the wire (microseconds, in total and the
+    /// longest), not counting the wait for a free connection.
+    pub answered: AtomicU64,
+    pub latency_us: AtomicU64,
+    pub latency_max_us: AtomicU64,
     /// What went wrong that a real site would not expect (a bug here or in the hub).
     pub errors: Mutex<Vec<String>>,
 }
@@ -264,7 +269,7 @@ impl Stats {
     pub fn line(&self) -> String {
         let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
         format!(
-            "{} polls ({} documents, {} not modified, {} not found), {} batches ({} 409, {} busy), {} failed requests",
+            "{} polls ({} documents, {} not modified, {} not found), {} batches ({} 409, {} busy), {} failed requests; answers in {:.1} ms on average, {:.0} ms at most",
             get(&self.polls),
             get(&self.documents),
             get(&self.not_modified),
@@ -272,7 +277,9 @@ impl Stats {
             get(&self.batches),
             get(&self.conflicts),
             get(&self.busy),
-            get(&self.failed)
+            get(&self.failed),
+            get(&self.latency_us) as f64 / get(&self.answered).max(1) as f64 / 1000.0,
+            get(&self.latency_max_us) as f64 / 1000.0
         )
     }
 }
@@ -713,6 +720,7 @@ async fn exchange(
     if !site.awake() {
         return None;
     }
+    let sent = Instant::now();
     let answer = tokio::time::timeout(REQUEST_TIMEOUT, async {
         let response = link.client.request(request).await.ok()?;
         let status = response.status();
@@ -725,6 +733,11 @@ async fn exchange(
     .flatten();
     if answer.is_none() {
         link.stats.failed.fetch_add(1, Ordering::Relaxed);
+    } else {
+        let took = u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX);
+        link.stats.answered.fetch_add(1, Ordering::Relaxed);
+        link.stats.latency_us.fetch_add(took, Ordering::Relaxed);
+        link.stats.latency_max_us.fetch_max(took, Ordering::Relaxed);
     }
     answer
 }
@@ -1090,8 +1103,13 @@ pub fn summary(view: &PlanView) -> String {
             c.progressing, c.aborted, c.unknown, c.stale, wave.needed, wave.max_aborted
         ));
     }
+    let first = view.events.first().map_or(0, |event| event.at.as_millis());
     for event in &view.events {
-        text.push_str(&format!("  event {}: {}\n", event.kind, event.message));
+        let after = event.at.as_millis().saturating_sub(first) as f64 / 1000.0;
+        text.push_str(&format!(
+            "  +{after:.1} s {}: {}\n",
+            event.kind, event.message
+        ));
     }
     text
 }
