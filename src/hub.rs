@@ -19,6 +19,7 @@ pub mod config;
 pub mod http;
 pub mod limit;
 pub mod mqtt;
+pub mod page;
 pub mod plan;
 pub mod presence;
 pub mod store;

@@ -1,6 +1,7 @@
 //! The hub's HTTP(S) server: the site protocol (`GET /v1/sites/{site}/desired`,
 //! `POST /v1/reports`) and the read API (`GET /v1/sites`, `/v1/sites/{site}`,
-//! `/v1/sites/{site}/reports`, `/v1/documents`).
+//! `/v1/sites/{site}/reports`, `/v1/documents`), and routes `GET /` and `GET /sites/{site}` to
+//! the fleet page (`page`).
 //!
 //! Owns the listener, TLS termination, connection limits and the mapping of requests to
 //! answers (docs/protocol.md is the description of it). A poll is answered from memory only:
@@ -268,6 +269,8 @@ pub(super) async fn handle(
             | ["v1", "plans"]
             | ["v1", "plans", _]
             | ["v1", "plans", _, _]
+            | [""]
+            | ["sites", _]
     );
     match (method, segments.as_slice()) {
         (Method::POST, ["v1", "reports"]) => reports(shared, request, peer).await,
@@ -283,6 +286,10 @@ pub(super) async fn handle(
         (Method::POST, ["v1", "plans", name, verb]) => {
             plan_action(shared, name, verb, operator).await
         }
+        (Method::GET, [""]) => {
+            super::page::fleet(shared, request.uri().query().unwrap_or("")).await
+        }
+        (Method::GET, ["sites", site]) => super::page::site(shared, site).await,
         _ if known => error(
             StatusCode::METHOD_NOT_ALLOWED,
             format!("{} is not allowed on {path}", request.method()),
