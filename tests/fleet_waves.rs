@@ -297,12 +297,12 @@ selector = {}
         summary(&view)
     );
     assert_eq!(pilot.counts.aborted, 0, "{}", summary(&view));
-    // Only the sleepers are unknown: every awake site polled within `unknownAfter` (if not, the
-    // machine was too slow to simulate 4,000 sites, and the figures say so).
-    let region = wave(&view, "eu-west");
-    assert_eq!(
-        (region.reachable, wave(&view, "fleet").reachable),
-        (1440, 1600),
+    // Only sleepers are unknown (not all of them yet, each in its own time): every awake site
+    // polled within `unknownAfter`. If not, the machine was too slow to simulate 4,000 sites,
+    // and the figures say so.
+    let (region, rest) = (wave(&view, "eu-west"), wave(&view, "fleet"));
+    assert!(
+        region.reachable >= 1440 && rest.reachable >= 1600,
         "awake sites counted unknown; {}\n{}",
         fleet.stats.line(),
         summary(&view)
