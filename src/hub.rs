@@ -16,6 +16,7 @@
 pub mod catalog;
 pub mod clock;
 pub mod config;
+pub mod export;
 pub mod http;
 pub mod limit;
 pub mod mqtt;
@@ -65,6 +66,8 @@ pub struct Shared {
     plans: RwLock<Arc<Vec<PlanView>>>,
     /// Operator actions for the plan task.
     plan_actions: mpsc::Sender<plan::task::ActionRequest>,
+    /// Woken whenever the catalog served changes (the export writes the new documents).
+    pub catalog_changed: tokio::sync::Notify,
     /// Poll times and labels.
     pub presence: Presence,
     /// Report batches per site.
@@ -116,6 +119,37 @@ impl Shared {
             Ok(mut current) => *current = catalog,
             Err(poisoned) => *poisoned.into_inner() = catalog,
         }
+        self.catalog_changed.notify_waiters();
+    }
+
+    /// Every site the hub knows (the store's summaries, and sites that polled or reported
+    /// since the last flush), with its labels and when it was last heard from.
+    pub async fn known_sites(
+        &self,
+    ) -> Result<Vec<(summary::SiteSummary, Option<crate::time::Timestamp>)>, String> {
+        let stored = self
+            .store
+            .sites()
+            .await
+            .map_err(|error| error.to_string())?;
+        let mut sites: std::collections::BTreeMap<String, (summary::SiteSummary, Option<_>)> =
+            stored
+                .into_iter()
+                .map(|summary| {
+                    let heard = summary.last_seen;
+                    (summary.site.clone(), (summary, heard))
+                })
+                .collect();
+        for known in self.presence.snapshot() {
+            let entry = sites
+                .entry(known.site.clone())
+                .or_insert_with(|| (summary::SiteSummary::new(&known.site), None));
+            if !known.labels.is_empty() || entry.0.labels.is_empty() {
+                entry.0.labels.clone_from(&known.labels);
+            }
+            entry.1 = entry.1.max(known.polled);
+        }
+        Ok(sites.into_values().collect())
     }
 
     /// Every plan, as last evaluated.
@@ -359,6 +393,7 @@ pub async fn start(config: HubConfig, shutdown: CancellationToken) -> Result<Run
         }),
         plans: RwLock::new(Arc::new(Vec::new())),
         plan_actions,
+        catalog_changed: tokio::sync::Notify::new(),
         presence: Presence::with_labels(known),
         report_limit: limit::ReportLimit::new(config.report_rate, config.report_burst),
         store,
@@ -399,6 +434,13 @@ pub async fn start(config: HubConfig, shutdown: CancellationToken) -> Result<Run
     )));
     if let Some(mqtt) = config.mqtt.clone() {
         tasks.push(tokio::spawn(mqtt::run(mqtt, Arc::clone(&shared))));
+    }
+    if let Some(dir) = config.export.clone() {
+        tasks.push(tokio::spawn(export::run(
+            dir,
+            config.reload_interval,
+            Arc::clone(&shared),
+        )));
     }
     Ok(RunningHub {
         address,

@@ -300,6 +300,7 @@ pub fn spawn(
                 *port,
                 *tls,
                 &config.site,
+                &config.labels,
                 &reports,
                 shutdown.child_token(),
             )?))

@@ -504,6 +504,12 @@ async fn reports(shared: &Shared, request: Request<Incoming>, peer: Option<&Peer
         }
     }
     let site = batch.site.clone();
+    if let Some(labels) = headers
+        .get(crate::wire::LABELS_HEADER)
+        .and_then(|value| value.to_str().ok())
+    {
+        shared.presence.labels_reported(&site, labels);
+    }
     if let Err(refused) = shared.report_limit.admit(&site, shared.clock.now()) {
         tracing::debug!(site, "report batch refused: over the site's rate");
         let mut answer = error(

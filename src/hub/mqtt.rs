@@ -177,6 +177,16 @@ async fn submit(shared: &Shared, publish: &Publish) -> Stored {
         );
         return Stored::Skip;
     }
+    let labels = publish.properties.as_ref().and_then(|properties| {
+        properties
+            .user_properties
+            .iter()
+            .find(|(key, _)| key == crate::wire::LABELS_HEADER)
+            .map(|(_, value)| value.as_str())
+    });
+    if let Some(labels) = labels {
+        shared.presence.labels_reported(site, labels);
+    }
     let key = report::idempotency_key(&batch);
     match shared
         .store

@@ -112,6 +112,32 @@ impl Presence {
         Arc::clone(&entry.labels)
     }
 
+    /// `site` sent a report with its labels header `raw` (`edgeroll-labels`): remember the
+    /// labels (so plans and documents select it even when it never polls the hub itself, as
+    /// behind a CDN). It is not a poll: the poll time does not move.
+    pub fn labels_reported(&self, site: &str, raw: &str) {
+        let Ok(mut sites) = self.sites.lock() else {
+            return;
+        };
+        if !sites.contains_key(site) && sites.len() >= MAX_SITES {
+            return;
+        }
+        let entry = match sites.get_mut(site) {
+            Some(entry) => entry,
+            None => sites.entry(site.to_owned()).or_default(),
+        };
+        if entry.raw == raw {
+            return;
+        }
+        let labels = crate::wire::parse_labels_header(raw);
+        raw.clone_into(&mut entry.raw);
+        if *entry.labels != labels {
+            entry.labels = Arc::new(labels);
+            entry.labels_dirty = true;
+            entry.dirty = true;
+        }
+    }
+
     /// The polls not yet written, marking them written.
     pub fn take_dirty(&self) -> Vec<Poll> {
         let Ok(mut sites) = self.sites.lock() else {

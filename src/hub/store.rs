@@ -504,9 +504,12 @@ fn commit_group(
                 for poll in polls {
                     let mut summary = sites::get(&transaction, &poll.site)?
                         .unwrap_or_else(|| SiteSummary::new(&poll.site));
-                    summary.heard_from(poll.at);
-                    summary.last_poll =
-                        Some(summary.last_poll.map_or(poll.at, |at| at.max(poll.at)));
+                    // A site known only from its reports' labels has no poll time (0).
+                    if poll.at.as_millis() > 0 {
+                        summary.heard_from(poll.at);
+                        summary.last_poll =
+                            Some(summary.last_poll.map_or(poll.at, |at| at.max(poll.at)));
+                    }
                     if let Some(labels) = &poll.labels {
                         summary.labels.clone_from(labels);
                     }

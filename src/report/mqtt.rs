@@ -12,7 +12,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use rumqttc::v5::mqttbytes::v5::{Packet, PubAckReason};
+use rumqttc::v5::mqttbytes::v5::{Packet, PubAckReason, PublishProperties};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::{AsyncClient, Event, MqttOptions};
 use rumqttc::{Outgoing, TlsConfiguration, Transport};
@@ -58,6 +58,9 @@ pub(super) struct MqttTransport {
     topic: String,
     address: String,
     timeout: Duration,
+    /// The site's labels as the `edgeroll-labels` user property carries them (the hub learns a
+    /// site's labels from it when the site never polls the hub itself, e.g. behind a CDN).
+    labels: String,
     connection: Option<Connection>,
     shutdown: CancellationToken,
 }
@@ -68,6 +71,7 @@ impl MqttTransport {
         port: u16,
         tls: bool,
         site: &str,
+        labels: &std::collections::BTreeMap<String, String>,
         config: &ReportsConfig,
         shutdown: CancellationToken,
     ) -> Result<MqttTransport, SenderError> {
@@ -90,6 +94,7 @@ impl MqttTransport {
             topic: crate::wire::report_topic(site),
             address: format!("{scheme}://{host}:{port}"),
             timeout: config.timeout,
+            labels: crate::wire::labels_header_value(labels),
             connection: None,
             shutdown,
         })
@@ -142,11 +147,15 @@ impl MqttTransport {
         let address = self.address.clone();
         let timeout = self.timeout;
         let topic = self.topic.clone();
+        let properties = PublishProperties {
+            user_properties: vec![(crate::wire::LABELS_HEADER.to_owned(), self.labels.clone())],
+            ..PublishProperties::default()
+        };
         let connection = self.connect();
         let exchange = async {
             connection
                 .client
-                .publish_bytes(topic, QoS::AtLeastOnce, false, body)
+                .publish_bytes_with_properties(topic, QoS::AtLeastOnce, false, body, properties)
                 .await
                 .map_err(|error| format!("cannot publish to {address}: {error}"))?;
             let mut ours = None;

@@ -46,6 +46,11 @@ impl Nginx {
     /// Start nginx in `dir` (its config, logs and `www/` root go there) with the PEM `cert`
     /// and `key`.
     pub fn start(dir: &Path, cert: &Path, key: &Path, port: u16) -> Nginx {
+        Nginx::start_with(dir, cert, key, port, "")
+    }
+
+    /// [`Nginx::start`] with `server` added to the server block (e.g. `location`s).
+    pub fn start_with(dir: &Path, cert: &Path, key: &Path, port: u16, server: &str) -> Nginx {
         assert!(
             Path::new(NGINX).exists(),
             "{NGINX} is missing: apt-get install -y nginx-light (this test never skips)"
@@ -61,7 +66,7 @@ impl Nginx {
              proxy_temp_path {d}/tmp;\n  fastcgi_temp_path {d}/tmp;\n  uwsgi_temp_path {d}/tmp;\n\
              scgi_temp_path {d}/tmp;\n  default_type application/octet-stream;\n\
              server {{\n    listen 127.0.0.1:{port} ssl;\n    ssl_certificate {cert};\n\
-             ssl_certificate_key {key};\n    root {d}/www;\n  }}\n}}\n",
+             ssl_certificate_key {key};\n    root {d}/www;\n{server}\n  }}\n}}\n",
             cert = cert.display(),
             key = key.display(),
         );

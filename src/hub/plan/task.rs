@@ -6,7 +6,7 @@
 //! writes anything but its own `plans` rows, and it never publishes a state the store does not
 //! hold (a failed commit leaves the state as it was, to be tried again on the next tick).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,7 +20,6 @@ use super::spec::{self, PlanSpec};
 use super::view::{PlanPhase, PlanView, StateCounts, WavePhase, WaveView};
 use crate::hub::catalog::{ServedDocument, Signer};
 use crate::hub::store::HubStore;
-use crate::hub::summary::SiteSummary;
 use crate::hub::Shared;
 use crate::time::Timestamp;
 use crate::wire::signature::SigningKey;
@@ -232,7 +231,7 @@ impl Plans {
     fn evaluate(
         &mut self,
         sites: &[SiteFacts<'_>],
-        published: &std::collections::BTreeSet<u64>,
+        published: &BTreeSet<u64>,
         now: Timestamp,
         directory_highest: u64,
     ) -> (Vec<String>, Vec<PlanView>) {
@@ -352,34 +351,6 @@ pub fn plan_files(dir: &Path) -> Vec<PathBuf> {
     files
 }
 
-/// Every site the hub knows (the store's summaries, and sites that polled since the last
-/// flush), with the labels and the last time it was heard from.
-async fn known_sites(shared: &Shared) -> Result<Vec<(SiteSummary, Option<Timestamp>)>, String> {
-    let stored = shared
-        .store
-        .sites()
-        .await
-        .map_err(|error| error.to_string())?;
-    let mut sites: BTreeMap<String, (SiteSummary, Option<Timestamp>)> = stored
-        .into_iter()
-        .map(|summary| {
-            let heard = summary.last_seen;
-            (summary.site.clone(), (summary, heard))
-        })
-        .collect();
-    for known in shared.presence.snapshot() {
-        let (site, labels, polled) = (known.site, known.labels, known.polled);
-        let entry = sites
-            .entry(site.clone())
-            .or_insert_with(|| (SiteSummary::new(&site), None));
-        if !labels.is_empty() || entry.0.labels.is_empty() {
-            entry.0.labels.clone_from(&labels);
-        }
-        entry.1 = entry.1.max(polled);
-    }
-    Ok(sites.into_values().collect())
-}
-
 /// Commit the runs named in `changed`; on failure, the runs go back to `before`.
 async fn commit(
     shared: &Shared,
@@ -449,7 +420,13 @@ pub async fn publish(shared: &Shared, plans: &mut Plans) {
 
 /// Evaluate, commit, publish: one tick.
 pub async fn tick(shared: &Shared, plans: &mut Plans) {
-    let sites = match known_sites(shared).await {
+    if plans.runs.is_empty() && plans.waiting.is_empty() {
+        // No plan: nothing to read the fleet for (a hub without plans pays nothing per tick).
+        let (_, views) = plans.evaluate(&[], &BTreeSet::new(), shared.clock.now(), 0);
+        shared.set_plan_views(views);
+        return;
+    }
+    let sites = match shared.known_sites().await {
         Ok(sites) => sites,
         Err(error) => {
             tracing::warn!(%error, "cannot read the sites; plans are evaluated on the next tick");
