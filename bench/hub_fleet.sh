@@ -22,7 +22,8 @@
 #        SITES (10000), INTERVAL (30s), CONNS (1000), STEADY (60s), STEADY_WARMUP (30s),
 #        STEP (30s), STEP_WARMUP (30s: every site has polled once before a step is measured), MAX_SITES (2560000), SLO_MS (50), REPORT_EVERY (10),
 #        BATCH (5), POLLS_ONLY (1), NGINX (1), SERVER_CPU (0), CLIENT_CPU (1),
-#        NICE (-15), WORK (/tmp/edgeroll-hub-fleet), PORT (18450), NGINX_PORT (18451).
+#        NICE (-15), WORK (/tmp/edgeroll-hub-fleet), PORT (18450), NGINX_PORT (18451),
+#        LAST_SEEN_FLUSH (the hub's `last_seen_flush`; unset: the hub's default, 10 s).
 # NICE: the script runs in its own session, whose autogroup gets this niceness, and so does
 # every process it starts: with autogroup scheduling (Debian's default) a plain `nice` only
 # orders processes of one session, so builds in other sessions would take the server's core
@@ -119,6 +120,7 @@ cat > "$WORK/hub.toml" <<EOF
 listen = "127.0.0.1:$PORT"
 state_dir = "$WORK/state"
 documents = "$WORK/docs"
+${LAST_SEEN_FLUSH:+last_seen_flush = \"$LAST_SEEN_FLUSH\"}
 EOF
 cat > "$WORK/nginx/nginx.conf" <<EOF
 worker_processes 1;
