@@ -239,7 +239,7 @@ impl RunningHub {
         for task in self.tasks {
             let _ = task.await;
         }
-        let polls = self.shared.presence.take_dirty();
+        let polls = self.shared.presence.take_dirty(usize::MAX);
         if !polls.is_empty() {
             if let Err(error) = self.shared.store.record_polls(polls).await {
                 tracing::warn!(%error, "cannot write the last poll times");
@@ -548,13 +548,20 @@ async fn flush_polls(interval: std::time::Duration, shared: Arc<Shared>) {
             () = shared.shutdown.cancelled() => return,
             () = tokio::time::sleep(interval) => {}
         }
-        let polls = shared.presence.take_dirty();
-        if polls.is_empty() {
-            continue;
-        }
-        if let Err(error) = shared.store.record_polls(polls.clone()).await {
-            tracing::warn!(%error, "cannot write poll times; will try again");
-            shared.presence.restore(polls);
+        // In chunks: a report batch queued to the store waits for one chunk, not the fleet.
+        loop {
+            let polls = shared.presence.take_dirty(POLL_FLUSH_CHUNK);
+            if polls.is_empty() {
+                break;
+            }
+            if let Err(error) = shared.store.record_polls(polls.clone()).await {
+                tracing::warn!(%error, "cannot write poll times; will try again");
+                shared.presence.restore(polls);
+                break;
+            }
         }
     }
 }
+
+/// Poll times written per store job.
+const POLL_FLUSH_CHUNK: usize = 1000;

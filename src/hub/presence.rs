@@ -41,10 +41,37 @@ pub struct KnownSite {
     pub polled: Option<Timestamp>,
 }
 
+/// The entries, and the names of those not yet written (so a flush never scans the fleet).
+#[derive(Debug, Default)]
+struct Table {
+    entries: HashMap<String, Entry>,
+    dirty: Vec<String>,
+}
+
+impl Table {
+    /// The entry of `site`, created if there is room; `None` when the table is full.
+    fn entry(&mut self, site: &str) -> Option<&mut Entry> {
+        if !self.entries.contains_key(site) && self.entries.len() >= MAX_SITES {
+            return None;
+        }
+        Some(self.entries.entry(site.to_owned()).or_default())
+    }
+
+    /// Mark `site` as not yet written.
+    fn mark(&mut self, site: &str) {
+        if let Some(entry) = self.entries.get_mut(site) {
+            if !entry.dirty {
+                entry.dirty = true;
+                self.dirty.push(site.to_owned());
+            }
+        }
+    }
+}
+
 /// The polls of every site since the hub started (and the labels stored before).
 #[derive(Debug, Default)]
 pub struct Presence {
-    sites: Mutex<HashMap<String, Entry>>,
+    sites: Mutex<Table>,
 }
 
 impl Presence {
@@ -65,7 +92,10 @@ impl Presence {
             })
             .collect();
         Presence {
-            sites: Mutex::new(sites),
+            sites: Mutex::new(Table {
+                entries: sites,
+                dirty: Vec::new(),
+            }),
         }
     }
 
@@ -77,28 +107,23 @@ impl Presence {
         labels_header: Option<&str>,
         now: Timestamp,
     ) -> Arc<BTreeMap<String, String>> {
-        let Ok(mut sites) = self.sites.lock() else {
+        let Ok(mut table) = self.sites.lock() else {
             return Arc::new(
                 labels_header
                     .map(crate::wire::parse_labels_header)
                     .unwrap_or_default(),
             );
         };
-        if !sites.contains_key(site) && sites.len() >= MAX_SITES {
-            // A flood of made-up names must not grow the table without bound: such a poll is
-            // answered by its own labels and not remembered.
+        // A flood of made-up names must not grow the table without bound: such a poll is
+        // answered by its own labels and not remembered.
+        let Some(entry) = table.entry(site) else {
             return Arc::new(
                 labels_header
                     .map(crate::wire::parse_labels_header)
                     .unwrap_or_default(),
             );
-        }
-        let entry = match sites.get_mut(site) {
-            Some(entry) => entry,
-            None => sites.entry(site.to_owned()).or_default(),
         };
         entry.at = entry.at.max(now);
-        entry.dirty = true;
         if let Some(raw) = labels_header {
             if entry.raw != raw {
                 let labels = crate::wire::parse_labels_header(raw);
@@ -109,22 +134,20 @@ impl Presence {
                 }
             }
         }
-        Arc::clone(&entry.labels)
+        let labels = Arc::clone(&entry.labels);
+        table.mark(site);
+        labels
     }
 
     /// `site` sent a report with its labels header `raw` (`edgeroll-labels`): remember the
     /// labels (so plans and documents select it even when it never polls the hub itself, as
     /// behind a CDN). It is not a poll: the poll time does not move.
     pub fn labels_reported(&self, site: &str, raw: &str) {
-        let Ok(mut sites) = self.sites.lock() else {
+        let Ok(mut table) = self.sites.lock() else {
             return;
         };
-        if !sites.contains_key(site) && sites.len() >= MAX_SITES {
+        let Some(entry) = table.entry(site) else {
             return;
-        }
-        let entry = match sites.get_mut(site) {
-            Some(entry) => entry,
-            None => sites.entry(site.to_owned()).or_default(),
         };
         if entry.raw == raw {
             return;
@@ -134,56 +157,63 @@ impl Presence {
         if *entry.labels != labels {
             entry.labels = Arc::new(labels);
             entry.labels_dirty = true;
-            entry.dirty = true;
+            table.mark(site);
         }
     }
 
-    /// The polls not yet written, marking them written.
-    pub fn take_dirty(&self) -> Vec<Poll> {
-        let Ok(mut sites) = self.sites.lock() else {
+    /// The polls not yet written (at most `limit`), marking them written: a flush takes them in
+    /// chunks, so report batches queued to the store get their turn between chunks.
+    pub fn take_dirty(&self, limit: usize) -> Vec<Poll> {
+        let Ok(mut table) = self.sites.lock() else {
             return Vec::new();
         };
-        sites
-            .iter_mut()
-            .filter(|(_, entry)| entry.dirty)
-            .map(|(site, entry)| {
+        let Table { entries, dirty } = &mut *table;
+        let count = dirty.len().min(limit);
+        dirty
+            .drain(..count)
+            .filter_map(|site| {
+                let entry = entries.get_mut(&site)?;
                 entry.dirty = false;
                 let labels = entry.labels_dirty.then(|| (*entry.labels).clone());
                 entry.labels_dirty = false;
-                Poll {
-                    site: site.clone(),
+                Some(Poll {
+                    site,
                     labels,
                     at: entry.at,
-                }
+                })
             })
             .collect()
     }
 
     /// Mark polls as not written again (their write failed).
     pub fn restore(&self, polls: Vec<Poll>) {
-        let Ok(mut sites) = self.sites.lock() else {
+        let Ok(mut table) = self.sites.lock() else {
             return;
         };
         for poll in polls {
-            if let Some(entry) = sites.get_mut(&poll.site) {
-                entry.dirty = true;
+            if let Some(entry) = table.entries.get_mut(&poll.site) {
                 entry.labels_dirty |= poll.labels.is_some();
             }
+            table.mark(&poll.site);
         }
     }
 
     /// The labels `site` sent last (or that the store had), if it has any.
     pub fn labels(&self, site: &str) -> Option<Arc<BTreeMap<String, String>>> {
-        let sites = self.sites.lock().ok()?;
-        sites.get(site).map(|entry| Arc::clone(&entry.labels))
+        let table = self.sites.lock().ok()?;
+        table
+            .entries
+            .get(site)
+            .map(|entry| Arc::clone(&entry.labels))
     }
 
     /// Every site known here.
     pub fn snapshot(&self) -> Vec<KnownSite> {
-        let Ok(sites) = self.sites.lock() else {
+        let Ok(table) = self.sites.lock() else {
             return Vec::new();
         };
-        sites
+        table
+            .entries
             .iter()
             .map(|(site, entry)| KnownSite {
                 site: site.clone(),
@@ -195,8 +225,9 @@ impl Presence {
 
     /// The last poll time of `site` since the hub started.
     pub fn last_poll(&self, site: &str) -> Option<Timestamp> {
-        let sites = self.sites.lock().ok()?;
-        sites
+        let table = self.sites.lock().ok()?;
+        table
+            .entries
             .get(site)
             .map(|entry| entry.at)
             .filter(|at| at.as_millis() > 0)
@@ -215,16 +246,45 @@ mod tests {
         )]);
         let labels = presence.polled("store-1", None, Timestamp::from_millis(5));
         assert_eq!(labels.get("cohort").map(String::as_str), Some("pilot"));
-        let dirty = presence.take_dirty();
+        let dirty = presence.take_dirty(usize::MAX);
         assert_eq!(dirty.len(), 1);
         assert_eq!(dirty[0].labels, None);
-        assert!(presence.take_dirty().is_empty());
+        assert!(presence.take_dirty(usize::MAX).is_empty());
         presence.polled("store-1", Some("cohort=fleet"), Timestamp::from_millis(6));
-        let dirty = presence.take_dirty();
+        let dirty = presence.take_dirty(usize::MAX);
         assert_eq!(dirty[0].labels.as_ref().map(BTreeMap::len), Some(1));
         assert_eq!(
             presence.last_poll("store-1"),
             Some(Timestamp::from_millis(6))
         );
+    }
+
+    #[test]
+    fn a_flush_takes_only_the_changed_sites_in_chunks() {
+        let presence = Presence::default();
+        for site in ["a", "b", "c"] {
+            presence.polled(site, None, Timestamp::from_millis(1));
+        }
+        presence.polled("a", None, Timestamp::from_millis(2));
+        let first = presence.take_dirty(2);
+        assert_eq!(first.len(), 2);
+        let second = presence.take_dirty(2);
+        assert_eq!(
+            second.len(),
+            1,
+            "each changed site once, however often it polled"
+        );
+        assert!(presence.take_dirty(2).is_empty());
+        presence.restore(second);
+        assert_eq!(presence.take_dirty(2).len(), 1);
+        presence.labels_reported("d", "cohort=pilot");
+        let reported = presence.take_dirty(10);
+        assert_eq!(reported.len(), 1);
+        assert_eq!(
+            reported[0].at,
+            Timestamp::from_millis(0),
+            "a report is not a poll"
+        );
+        assert!(reported[0].labels.is_some());
     }
 }

@@ -493,6 +493,13 @@ fn commit_group(
             } => Some(apply_batch(&transaction, batch, *received, *over_gaps)?),
             Job::Polls { polls, .. } => {
                 for poll in polls {
+                    // Nearly every poll changes only the poll time: one small row.
+                    if poll.labels.is_none() && sites::exists(&transaction, &poll.site)? {
+                        if poll.at.as_millis() > 0 {
+                            sites::touch(&transaction, &poll.site, poll.at.as_millis())?;
+                        }
+                        continue;
+                    }
                     let mut summary = sites::get(&transaction, &poll.site)?
                         .unwrap_or_else(|| SiteSummary::new(&poll.site));
                     // A site known only from its reports' labels has no poll time (0).
