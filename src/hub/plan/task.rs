@@ -282,9 +282,8 @@ impl Plans {
             }
             views.push(view);
         }
-        for (name, (spec, message)) in &self.waiting {
+        for (spec, message) in self.waiting.values() {
             views.push(pending_view(spec, message));
-            let _ = name;
         }
         for (name, problem) in &self.problems {
             if !views.iter().any(|view| &view.name == name) {
