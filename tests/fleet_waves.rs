@@ -128,6 +128,30 @@ fn every_report_held(hub: &HubProcess, fleet: &SimFleet) {
 }
 
 /// The timings of a test: `lap("what")` prints the time since the start and since the last lap.
+/// `kill -9` the hub (`before` is the plan it showed), wait `down`, restart it, and return the
+/// plan it shows once it answers again.
+fn kill_and_restart(
+    hub: &mut HubProcess,
+    laps: &mut Laps,
+    when: &str,
+    before: &PlanView,
+    down: Duration,
+) -> PlanView {
+    hub.kill9();
+    laps.lap(&format!("kill -9 {when}:\n{}", summary(before)));
+    std::thread::sleep(down);
+    hub.restart();
+    let after = wait_plan(
+        |path: &str| hub.get(path),
+        "ingest-3.0",
+        "the plan after the restart",
+        PHASE,
+        |_| true,
+    );
+    laps.lap(&format!("restarted:\n{}", summary(&after)));
+    after
+}
+
 struct Laps {
     started: Instant,
     last: Instant,
@@ -509,22 +533,14 @@ selector = {}
     let before = wait_plan(get, "ingest-3.0", "the pilot wave baking", PHASE, |view| {
         wave(view, "pilot").phase == WavePhase::Baking
     });
-    hub.kill9();
-    laps.lap(&format!(
-        "kill -9 while the pilot bakes:\n{}",
-        summary(&before)
-    ));
-    std::thread::sleep(Duration::from_millis(500));
-    hub.restart();
-    let get = |path: &str| hub.get(path);
-    let after = wait_plan(
-        get,
-        "ingest-3.0",
-        "the plan after the restart",
-        PHASE,
-        |_| true,
+    let after = kill_and_restart(
+        &mut hub,
+        &mut laps,
+        "while the pilot bakes",
+        &before,
+        Duration::from_millis(500),
     );
-    laps.lap(&format!("restarted:\n{}", summary(&after)));
+    let get = |path: &str| hub.get(path);
     let (old, new) = (wave(&before, "pilot"), wave(&after, "pilot"));
     assert_eq!(new.serial, old.serial, "the pilot's serial is unchanged");
     assert_eq!(
@@ -563,22 +579,14 @@ selector = {}
                 && fleet.counts.healthy + 200 <= fleet.members
         },
     );
-    hub.kill9();
-    laps.lap(&format!(
-        "kill -9 while the fleet wave rolls:\n{}",
-        summary(&before)
-    ));
-    std::thread::sleep(Duration::from_millis(1_000));
-    hub.restart();
-    let get = |path: &str| hub.get(path);
-    let after = wait_plan(
-        get,
-        "ingest-3.0",
-        "the plan after the restart",
-        PHASE,
-        |_| true,
+    let after = kill_and_restart(
+        &mut hub,
+        &mut laps,
+        "while the fleet wave rolls",
+        &before,
+        Duration::from_millis(1_000),
     );
-    laps.lap(&format!("restarted:\n{}", summary(&after)));
+    let get = |path: &str| hub.get(path);
     for name in ["pilot", "fleet"] {
         let (old, new) = (wave(&before, name), wave(&after, name));
         assert_eq!(new.serial, old.serial, "{name}: the serial is unchanged");
