@@ -1,17 +1,20 @@
 //! `edgeroll hub`: the reference center. It serves each site its desired document, ingests the
-//! sites' report batches (over HTTPS and from an MQTT broker) exactly once, and shows what each
-//! site last reported.
+//! sites' report batches (over HTTPS and from an MQTT broker) exactly once, moves fleet plans
+//! from wave to wave, and shows what each site last reported.
 //!
 //! Owns the hub's own modules, tasks and state directory: `config` (`hub.toml`), `catalog`
 //! (documents, signatures, ETags, the selection rule), `presence` (poll times in memory),
 //! `store` (`hub.db`, one writer with group commit), `summary` (the per-site fold), `http`
-//! (the protocol and the read API) and `mqtt` (broker ingest). It speaks to sites only through
+//! (the protocol, the read API and the operator socket), `mqtt` (broker ingest), `plan` (fleet
+//! plans: files, the rule, the task), `page` (the fleet page), `export` (documents written for a
+//! static server) and `limit` (report batches per site). It speaks to sites only through
 //! `crate::wire`, and validates documents with `crate::spec`.
 //!
 //! It must never use the agent's shell or store (it is a separate program that happens to
 //! share the binary), and it must never acknowledge a report batch before the store has made
-//! it durable. A plan engine (fleet waves) fits on top: it reads site summaries from the store
-//! and publishes documents by replacing the catalog ([`Shared::publish`]).
+//! it durable. The catalog served is the documents directory's part and the plans' part
+//! ([`Shared::publish_directory`], [`Shared::publish_plans`]); a serial is recorded in the store
+//! before either serves it.
 
 pub mod catalog;
 pub mod clock;

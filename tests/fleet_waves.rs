@@ -94,7 +94,26 @@ fn highest_served(hub: &HubProcess) -> u64 {
 /// Every site's reports reached the hub once each: its high-water mark is the site's last
 /// sequence number, with no gap, and no report named a serial the hub never published.
 fn every_report_held(hub: &HubProcess, fleet: &SimFleet) {
-    let summaries = hub.get_json("/v1/sites");
+    // Awake sites may still have a batch in flight: wait (bounded) until every site's last
+    // report is acknowledged and the hub shows it, then check it all.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let summaries = loop {
+        let summaries = hub.get_json("/v1/sites");
+        let settled = fleet.sites.iter().all(|site| {
+            let held = site.held();
+            held.undelivered == 0
+                && summaries.as_array().is_some_and(|all| {
+                    all.iter().any(|summary| {
+                        summary["site"] == site.spec.name.as_str()
+                            && summary["highWater"] == held.last_seq
+                    })
+                })
+        });
+        if settled || Instant::now() >= deadline {
+            break summaries;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
     let summaries: BTreeMap<&str, &serde_json::Value> = summaries
         .as_array()
         .expect("an array of sites")
@@ -127,7 +146,6 @@ fn every_report_held(hub: &HubProcess, fleet: &SimFleet) {
     }
 }
 
-/// The timings of a test: `lap("what")` prints the time since the start and since the last lap.
 /// `kill -9` the hub (`before` is the plan it showed), wait `down`, restart it, and return the
 /// plan it shows once it answers again.
 fn kill_and_restart(
@@ -152,6 +170,7 @@ fn kill_and_restart(
     after
 }
 
+/// The timings of a test: `lap("what")` prints the time since the start and since the last lap.
 struct Laps {
     started: Instant,
     last: Instant,
@@ -397,45 +416,36 @@ selector = {}
     // A site is served the highest serial whose selector selects it (docs/protocol.md): a
     // pilot site labelled eu-west too is served the eu-west wave's document, the same release.
     let region_of = |site: &fleet_support::SimSite| site.spec.labels["region"].clone();
+    // A woken site polled again, settled on `serial` running `version`, having applied exactly
+    // the documents `applied`, each once.
+    let woke_onto = |serial: u64, version: &'static str, applied: Vec<u64>| {
+        move |held: &fleet_support::Held| {
+            held.polls_awake > 0 && held.settled_on(serial, version) && held.applied == applied
+        }
+    };
     fleet.wait_all(
         "the pilot sleepers (us-east) on the pilot's document",
         PHASE,
         |site| asleep_in_plan(site) && group(site).0 == "pilot" && region_of(site) == "us-east",
-        |held| {
-            held.polls_awake > 0
-                && held.settled_on(pilot_serial, "2.0.0")
-                && held.applied == [BASE_SERIAL, pilot_serial]
-        },
+        woke_onto(pilot_serial, "2.0.0", vec![BASE_SERIAL, pilot_serial]),
     );
     fleet.wait_all(
         "the pilot sleepers (eu-west) on the newest release document that selects them",
         PHASE,
         |site| asleep_in_plan(site) && group(site).0 == "pilot" && region_of(site) == "eu-west",
-        |held| {
-            held.polls_awake > 0
-                && held.settled_on(region_serial, "2.0.0")
-                && held.applied == [BASE_SERIAL, region_serial]
-        },
+        woke_onto(region_serial, "2.0.0", vec![BASE_SERIAL, region_serial]),
     );
     fleet.wait_all(
         "the eu-west sleepers on the eu-west document",
         PHASE,
         |site| asleep_in_plan(site) && group(site).0 == "euwest",
-        |held| {
-            held.polls_awake > 0
-                && held.settled_on(region_serial, "2.0.0")
-                && held.applied == [BASE_SERIAL, region_serial]
-        },
+        woke_onto(region_serial, "2.0.0", vec![BASE_SERIAL, region_serial]),
     );
     fleet.wait_all(
         "the us-east sleepers polled again, still on the pre-plan document",
         PHASE,
         |site| asleep_in_plan(site) && group(site).0 == "useast",
-        |held| {
-            held.polls_awake > 0
-                && held.settled_on(BASE_SERIAL, "1.0.0")
-                && held.applied == [BASE_SERIAL]
-        },
+        woke_onto(BASE_SERIAL, "1.0.0", vec![BASE_SERIAL]),
     );
     // The hub agrees: what it would serve a woken us-east sleeper is the pre-plan document.
     let answer = hub.get_json("/v1/sites/useast-0005");

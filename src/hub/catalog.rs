@@ -10,8 +10,8 @@
 //!
 //! It must never change a document's bytes, and a directory with any invalid document is
 //! refused whole (the catalog served before stays), so a typo in one file never changes what a
-//! site is told. A plan engine (fleet waves) publishes by building a new [`Catalog`] with
-//! [`Catalog::from_documents`]; the selection rule is [`Catalog::choose`].
+//! site is told. The hub serves the directory's documents merged with the plans' wave documents
+//! ([`Catalog::from_shared`]); the selection rule is [`Catalog::choose`].
 
 use base64::Engine as _;
 use std::collections::BTreeMap;

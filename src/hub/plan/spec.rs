@@ -493,13 +493,20 @@ fn read_wave(
     })
 }
 
+/// A duration, or zero (`0`, `"0"`, `"0s"`, `"0m"`, `"0h"`): a wave need not bake.
 fn zero_or_duration(reader: &mut Reader<'_>, path: &str, value: &Value) -> Option<Duration> {
-    match &value.node {
-        Node::Integer(0) => Some(Duration::ZERO),
-        Node::String(text) if text.trim_start_matches('0') == "s" || text == "0" => {
-            Some(Duration::ZERO)
+    let zero = match &value.node {
+        Node::Integer(0) => true,
+        Node::String(text) => {
+            let digits = text.trim().trim_end_matches(['s', 'm', 'h']);
+            !digits.is_empty() && digits.bytes().all(|byte| byte == b'0')
         }
-        _ => reader.duration(path, value),
+        _ => false,
+    };
+    if zero {
+        Some(Duration::ZERO)
+    } else {
+        reader.duration(path, value)
     }
 }
 
@@ -592,6 +599,30 @@ mod tests {
         assert_eq!(Threshold::Percent(2.0).of_floor(50), 1);
         assert_eq!(Threshold::Percent(10.0).of_floor(30), 3);
         assert_eq!(Threshold::Count(3).of_floor(1), 3);
+    }
+
+    #[test]
+    fn a_bake_of_zero_is_allowed_and_a_unit_alone_is_not() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir(dir.path().join("releases")).expect("releases");
+        let release = "apiVersion = \"edgeroll/v1\"\n[[services]]\nname = \"web\"\n\
+            traffic = { http = \"127.0.0.1:18080\" }\n[services.template]\nversion = \"1\"\n\
+            command = [\"/bin/true\"]\n[services.strategy.canary]\nsteps = [{ setWeight = 50 }]\n";
+        std::fs::write(dir.path().join("releases/r.toml"), release).expect("release");
+        let path = dir.path().join("p.plan.toml");
+        let plan = |bake: &str| {
+            format!("document = \"releases/r.toml\"\n[[waves]]\nname = \"all\"\nbake = {bake}\n")
+        };
+        for zero in ["0", "\"0\"", "\"0s\"", "\"00m\""] {
+            let spec =
+                parse(&path, &plan(zero)).unwrap_or_else(|errors| panic!("{zero}: {errors:?}"));
+            assert_eq!(spec.waves[0].bake, Duration::ZERO, "{zero}");
+        }
+        for bad in ["\"s\"", "\"\"", "\"soon\""] {
+            assert!(parse(&path, &plan(bad)).is_err(), "{bad} must be refused");
+        }
+        let spec = parse(&path, &plan("\"90s\"")).expect("90s");
+        assert_eq!(spec.waves[0].bake, Duration::from_secs(90));
     }
 
     #[test]
