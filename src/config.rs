@@ -98,12 +98,41 @@ pub struct Config {
     pub files: Vec<PathBuf>,
 }
 
-/// `runtime.kind`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// `runtime.kind` and where its engine is.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RuntimeKind {
     /// Child processes.
     Process,
+    /// Docker Engine, or podman's Docker-compatible API.
+    Docker {
+        /// `runtime.socket`, e.g. `unix:///run/podman/podman.sock`; `None` takes what bollard
+        /// finds (`DOCKER_HOST`, then `/var/run/docker.sock`).
+        socket: Option<String>,
+    },
+    /// containerd's gRPC API (also the containerd inside k3s).
+    Containerd {
+        /// `runtime.socket` (default `/run/containerd/containerd.sock`).
+        socket: PathBuf,
+        /// `runtime.namespace` (default `edgeroll`; never `k8s.io`).
+        namespace: String,
+    },
 }
+
+impl RuntimeKind {
+    /// `process`, `docker` or `containerd`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            RuntimeKind::Process => "process",
+            RuntimeKind::Docker { .. } => "docker",
+            RuntimeKind::Containerd { .. } => "containerd",
+        }
+    }
+}
+
+/// Default `runtime.socket` of containerd.
+pub const DEFAULT_CONTAINERD_SOCKET: &str = "/run/containerd/containerd.sock";
+/// Default `runtime.namespace` of containerd.
+pub const DEFAULT_CONTAINERD_NAMESPACE: &str = "edgeroll";
 
 /// Load `path` and then `<dir of path>/edgeroll.d/*.toml` in name order, merged.
 pub fn load(path: &Path) -> Result<Config, Vec<Diagnostic>> {
@@ -410,17 +439,9 @@ fn read_runtime(
     reader: &mut Reader<'_>,
     mut table: Option<&mut Table<'_>>,
 ) -> Option<(RuntimeKind, Duration, u64)> {
-    let kind = match field(&mut table, "kind") {
+    let kind_name = match field(&mut table, "kind") {
         Some((path, value)) => reader.string(&path, value).and_then(|kind| match kind {
-            "process" => Some(RuntimeKind::Process),
-            "docker" | "containerd" => {
-                reader.error(
-                    value,
-                    &path,
-                    format!("runtime `{kind}` is not supported yet"),
-                );
-                None
-            }
+            "process" | "docker" | "containerd" => Some(kind.to_string()),
             _ => {
                 reader.error(
                     value,
@@ -430,8 +451,70 @@ fn read_runtime(
                 None
             }
         }),
-        None => Some(RuntimeKind::Process),
+        None => Some("process".to_string()),
     };
+    let socket = field(&mut table, "socket").map(|(path, value)| {
+        (
+            path.clone(),
+            value,
+            reader.non_empty_string(&path, value).map(str::to_string),
+        )
+    });
+    let namespace = field(&mut table, "namespace").map(|(path, value)| {
+        (
+            path.clone(),
+            value,
+            reader.non_empty_string(&path, value).map(str::to_string),
+        )
+    });
+    let kind = kind_name.and_then(|kind_name| match kind_name.as_str() {
+        "docker" => {
+            if let Some((path, value, _)) = &namespace {
+                reader.error(value, path, "only the containerd runtime has namespaces");
+                return None;
+            }
+            match socket {
+                Some((_, _, socket)) => socket.map(|socket| RuntimeKind::Docker { socket: Some(socket) }),
+                None => Some(RuntimeKind::Docker { socket: None }),
+            }
+        }
+        "containerd" => {
+            let socket = match socket {
+                Some((path, value, socket)) => {
+                    let socket = socket?;
+                    let socket = socket.strip_prefix("unix://").unwrap_or(&socket).to_string();
+                    if !socket.starts_with('/') {
+                        reader.error(value, &path, format!("{socket:?} must be the absolute path of containerd's socket"));
+                        return None;
+                    }
+                    PathBuf::from(socket)
+                }
+                None => PathBuf::from(DEFAULT_CONTAINERD_SOCKET),
+            };
+            let namespace = match namespace {
+                Some((path, value, namespace)) => {
+                    let namespace = namespace?;
+                    if namespace == "k8s.io" {
+                        reader.error(value, &path, "k8s.io belongs to Kubernetes (kubelet stops containers and deletes images there that it did not create): keep the default `edgeroll`");
+                        return None;
+                    }
+                    if !namespace.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')) {
+                        reader.error(value, &path, format!("{namespace:?} is not a containerd namespace (letters, digits, `.`, `_`, `-`)"));
+                        return None;
+                    }
+                    namespace
+                }
+                None => DEFAULT_CONTAINERD_NAMESPACE.to_string(),
+            };
+            Some(RuntimeKind::Containerd { socket, namespace })
+        }
+        _ => {
+            for (path, value, _) in [socket, namespace].into_iter().flatten() {
+                reader.error(value, &path, "the process runtime has no engine: set `kind = \"docker\"` or `\"containerd\"`, or remove this");
+            }
+            Some(RuntimeKind::Process)
+        }
+    });
     let stop_grace = match field(&mut table, "stop_grace") {
         Some((path, value)) => reader.duration(&path, value),
         None => Some(DEFAULT_STOP_GRACE),

@@ -15,6 +15,7 @@ mod analysis_task;
 pub mod clock;
 mod desired;
 mod document;
+mod images;
 mod listeners;
 mod status;
 mod test_hooks;
@@ -89,6 +90,9 @@ pub enum Error {
     /// The report sender could not start.
     #[error("cannot start the report sender: {0}")]
     Reports(#[from] crate::report::SenderError),
+    /// The runtime could not start (a container engine's socket that cannot be used).
+    #[error("cannot start the runtime: {0}")]
+    Runtime(#[from] runtime::Error),
     /// The loop task ended abnormally.
     #[error("the agent's event loop stopped: {0}")]
     Loop(String),
@@ -143,16 +147,22 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Agent,
 
     let (instances_tx, instances_rx) = mpsc::channel(INPUT_CHANNEL_CAPACITY);
     let supervisor_shutdown = shutdown.child_token();
-    let supervisor = runtime::start(
+    let (image_events_tx, image_events_rx) = mpsc::channel(INPUT_CHANNEL_CAPACITY);
+    let started = runtime::start(
+        &config.runtime,
         SupervisorConfig {
             log_dir: config.state_dir.join("logs"),
             log_max_bytes: config.log_max_bytes,
             stop_grace: config.stop_grace,
         },
+        &config.state_dir,
+        store.clone(),
         store.clone(),
         instances_tx,
+        image_events_tx,
         supervisor_shutdown,
-    );
+    )?;
+    let supervisor = started.supervisor;
 
     let (status_tx, status_rx) = watch::channel(Arc::new(status::empty(&config.site)));
     let (commands_tx, commands_rx) = mpsc::channel(INPUT_CHANNEL_CAPACITY);
@@ -167,6 +177,9 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Agent,
         clock,
         store,
         supervisor: supervisor.clone(),
+        images: started.images,
+        jobs: started.jobs,
+        waiting_for_images: BTreeMap::new(),
         services: BTreeMap::new(),
         order: Vec::new(),
         document: None,
@@ -249,6 +262,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Agent,
         pull: pull_rx,
         pull_tx,
         reports: reports_rx,
+        images: image_events_rx,
     };
     let task = tokio::spawn(async move { shell.run(inputs).await });
     Ok(Agent {
@@ -277,6 +291,8 @@ struct Inputs {
     pull_tx: mpsc::Sender<PullEvent>,
     /// The report outbox's status, from the sender task.
     reports: Option<watch::Receiver<Option<crate::api::types::ReportsStatus>>>,
+    /// What the image preparation task says (container runtimes only).
+    images: mpsc::Receiver<runtime::ImageEvent>,
 }
 
 /// One service and everything the shell keeps for it.
@@ -309,6 +325,13 @@ struct Shell {
     clock: Clock,
     store: Arc<Store>,
     supervisor: SupervisorHandle,
+    /// Image preparation (container runtimes only).
+    images: Option<runtime::ImagesHandle>,
+    /// Container jobs for the `job` provider (container runtimes only).
+    jobs: Option<Arc<dyn runtime::JobRunner>>,
+    /// Specs that name an image not yet on the site: applied once it is (their rollout has not
+    /// started, so no pause or deadline measures a download).
+    waiting_for_images: BTreeMap<String, crate::spec::ServiceSpec>,
     services: BTreeMap<String, ServiceSlot>,
     /// Service names in document order, for status.
     order: Vec<String>,
@@ -358,6 +381,7 @@ impl Shell {
                     Internal::AnalysisUpdated(run) => self.analysis_measured(*run),
                 },
                 Some(()) = inputs.reload.recv() => self.wake_pull(),
+                Some(event) = inputs.images.recv() => self.image_event(event).await,
                 Some(event) = inputs.pull.recv() => {
                     // Not starting: a document that cannot be applied is logged, not fatal.
                     let _ = self.pull_event(event, false).await;

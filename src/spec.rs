@@ -85,11 +85,129 @@ pub struct Template {
     /// The version label shown everywhere and sent in reports.
     pub version: String,
     /// Process runtime: argv; `{port}` is replaced by the allocated port (`PORT` is also set).
+    /// Container runtimes: replaces the image's entrypoint (empty keeps the image's).
     pub command: Vec<String>,
+    /// Container runtimes: arguments after the entrypoint (empty keeps the image's `CMD` when
+    /// `command` is empty too); `{port}` is replaced as in `command`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<String>,
     /// Extra environment for the instance.
     pub env: BTreeMap<String, String>,
     /// When an instance counts as ready.
     pub readiness: Readiness,
+    /// The signal that asks an instance to stop (`stopSignal`, default SIGTERM); SIGKILL follows
+    /// after `runtime.stop_grace`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_signal: Option<StopSignal>,
+    /// Container runtimes: what the instance runs (`None` for the process runtime).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<ContainerSpec>,
+}
+
+impl Template {
+    /// The signal that asks an instance to stop.
+    pub fn stop_signal(&self) -> StopSignal {
+        self.stop_signal.unwrap_or_default()
+    }
+}
+
+/// A signal that may stop a workload (`stopSignal`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum StopSignal {
+    /// SIGTERM (the default).
+    #[default]
+    Term,
+    /// SIGINT.
+    Int,
+    /// SIGQUIT.
+    Quit,
+    /// SIGHUP.
+    Hup,
+    /// SIGUSR1.
+    Usr1,
+    /// SIGUSR2.
+    Usr2,
+    /// SIGKILL (no grace).
+    Kill,
+}
+
+impl StopSignal {
+    /// Every signal with its name as written in a document (`SIGTERM`).
+    pub const ALL: [(StopSignal, &'static str); 7] = [
+        (StopSignal::Term, "SIGTERM"),
+        (StopSignal::Int, "SIGINT"),
+        (StopSignal::Quit, "SIGQUIT"),
+        (StopSignal::Hup, "SIGHUP"),
+        (StopSignal::Usr1, "SIGUSR1"),
+        (StopSignal::Usr2, "SIGUSR2"),
+        (StopSignal::Kill, "SIGKILL"),
+    ];
+
+    /// Its name, e.g. `SIGTERM` (what engines take as a stop signal).
+    pub fn name(self) -> &'static str {
+        Self::ALL
+            .iter()
+            .find(|(signal, _)| *signal == self)
+            .map_or("SIGTERM", |(_, name)| name)
+    }
+
+    /// Its number on Linux.
+    pub fn number(self) -> i32 {
+        match self {
+            StopSignal::Term => 15,
+            StopSignal::Int => 2,
+            StopSignal::Quit => 3,
+            StopSignal::Hup => 1,
+            StopSignal::Usr1 => 10,
+            StopSignal::Usr2 => 12,
+            StopSignal::Kill => 9,
+        }
+    }
+
+    /// Parse `SIGTERM`, `TERM` or `term`.
+    pub fn parse(text: &str) -> Option<StopSignal> {
+        let upper = text.to_ascii_uppercase();
+        let name = if upper.starts_with("SIG") {
+            upper
+        } else {
+            format!("SIG{upper}")
+        };
+        Self::ALL
+            .iter()
+            .find(|(_, known)| *known == name)
+            .map(|(signal, _)| *signal)
+    }
+}
+
+/// The container part of a template (`image` and the fields that go with it).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ContainerSpec {
+    /// Image reference, e.g. `registry.example.com/ingest:2.5.0`.
+    pub image: String,
+    /// A tarball (OCI layout or `docker save`) that holds `image`, loaded instead of pulling.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_archive: Option<std::path::PathBuf>,
+    /// When the image is pulled.
+    #[serde(default)]
+    pub pull_policy: PullPolicy,
+    /// CPU limit in thousandths of a CPU (`resources.cpus = 0.5` is 500).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_millis: Option<u32>,
+    /// Memory limit in bytes (`resources.memory = "256Mi"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_bytes: Option<u64>,
+}
+
+/// `pullPolicy`: when an image is fetched from its registry.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum PullPolicy {
+    /// Pull only when the image is not on the site (the default).
+    #[default]
+    IfNotPresent,
+    /// Pull before every rollout of the revision, even when an image of that name is present.
+    Always,
+    /// Never pull: the image must be on the site (or come from `imageArchive`).
+    Never,
 }
 
 /// A readiness check, run against the instance's allocated port on loopback.
@@ -299,8 +417,13 @@ pub struct WebQuery {
 /// `provider.job`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobSpec {
-    /// argv of the command; may hold `{{args.x}}`.
+    /// argv of the command; may hold `{{args.x}}`. With `image`, the container's command
+    /// (empty keeps the image's entrypoint and `CMD`).
     pub command: Vec<String>,
+    /// Run the command in a container of this image on the site's container runtime, removed
+    /// afterwards (`job = { image, command, deadline }`); `None` runs it as a process.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
     /// The job fails when it runs longer than this.
     pub deadline: Duration,
 }

@@ -15,6 +15,7 @@
 //! - It never blocks on the lock of another agent (a held lock is an immediate refusal) and never
 //!   holds its connection mutex longer than one statement batch, and never across an `.await`.
 
+mod images;
 mod lock;
 mod outbox;
 mod schema;

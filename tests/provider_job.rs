@@ -13,6 +13,7 @@ use serde_json::json;
 fn spec(command: &[&str], deadline: Duration) -> JobSpec {
     JobSpec {
         command: command.iter().map(|part| part.to_string()).collect(),
+        image: None,
         deadline,
     }
 }

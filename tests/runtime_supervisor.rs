@@ -94,7 +94,9 @@ impl Harness {
             log_max_bytes,
             stop_grace,
         };
-        let handle = runtime::start(config, journal.clone(), sender, shutdown.clone());
+        let runtime = runtime::ProcessRuntime::new(config.log_dir.clone(), config.log_max_bytes);
+        let handle =
+            runtime::start_with(runtime, config, journal.clone(), sender, shutdown.clone());
         Harness {
             handle,
             updates,
@@ -161,6 +163,9 @@ fn http_server(version: &str) -> Template {
         readiness: Readiness::HttpGet {
             path: "/".to_string(),
         },
+        args: Vec::new(),
+        stop_signal: None,
+        container: None,
     }
 }
 
@@ -170,6 +175,9 @@ fn shell(version: &str, script: &str, readiness: Readiness) -> Template {
         command: vec!["sh".to_string(), "-c".to_string(), script.to_string()],
         env: BTreeMap::new(),
         readiness,
+        args: Vec::new(),
+        stop_signal: None,
+        container: None,
     }
 }
 
@@ -428,6 +436,7 @@ async fn records_of_other_or_dead_processes_are_not_adopted() {
         start_ticks,
         started_at: Timestamp::from_millis(0),
         log_path: "/nonexistent/web.log".into(),
+        container: None,
     };
     let journal = Arc::new(MemJournal::default());
     // The pid was reused by another process: different start time.

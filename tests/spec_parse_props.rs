@@ -67,6 +67,9 @@ fn template() -> impl Strategy<Value = Built<Template>> {
                     command,
                     env,
                     readiness,
+                    args: Vec::new(),
+                    stop_signal: None,
+                    container: None,
                 },
                 document,
             )

@@ -43,12 +43,16 @@ fn instance(id: &str, service: &str) -> InstanceRecord {
             readiness: Readiness::HttpGet {
                 path: "/healthz".to_owned(),
             },
+            args: Vec::new(),
+            stop_signal: None,
+            container: None,
         },
         address: "127.0.0.1:40123".parse().expect("address"),
         pid: 4242,
         start_ticks: 123_456,
         started_at: Timestamp::from_millis(1_795_773_600_000),
         log_path: "/var/log/edgeroll/web.log".into(),
+        container: None,
     }
 }
 

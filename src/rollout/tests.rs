@@ -23,6 +23,9 @@ fn template(version: &str) -> Template {
         command: vec!["app".to_owned(), "--port".to_owned(), "{port}".to_owned()],
         env: BTreeMap::new(),
         readiness: Readiness::Tcp,
+        args: Vec::new(),
+        stop_signal: None,
+        container: None,
     }
 }
 

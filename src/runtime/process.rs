@@ -18,7 +18,7 @@ use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::Pid;
 use tokio::sync::watch;
 
-use super::{Adoption, Error, InstanceRecord, Runtime, StartRequest};
+use super::{Adoption, ContainerJob, Error, InstanceRecord, JobOutcome, Runtime, StartRequest};
 use crate::time::Timestamp;
 
 /// Placeholder in a template's argv that is replaced by the allocated port.
@@ -136,6 +136,15 @@ impl ProcessRuntime {
 
 impl Runtime for ProcessRuntime {
     async fn start(&self, request: &StartRequest) -> Result<InstanceRecord, Error> {
+        if let Some(container) = &request.template.container {
+            return Err(Error::Unsupported {
+                runtime: "process",
+                what: format!(
+                    "run image {} (set [runtime] kind = \"docker\" or \"containerd\")",
+                    container.image
+                ),
+            });
+        }
         let Some((program, args)) = request.template.command.split_first() else {
             return Err(Error::EmptyCommand {
                 id: request.id.clone(),
@@ -216,6 +225,7 @@ impl Runtime for ProcessRuntime {
             start_ticks: stat.start_ticks,
             started_at: wall_clock_of_ticks(stat.start_ticks),
             log_path,
+            container: None,
         })
     }
 
@@ -224,14 +234,16 @@ impl Runtime for ProcessRuntime {
             self.wait_gone(record, STOP_POLL_INTERVAL).await;
             return Ok(());
         }
-        signal_instance(record, Signal::SIGTERM)?;
+        let signal =
+            Signal::try_from(record.template.stop_signal().number()).unwrap_or(Signal::SIGTERM);
+        signal_instance(record, signal)?;
         if tokio::time::timeout(grace, self.wait_gone(record, STOP_POLL_INTERVAL))
             .await
             .is_ok()
         {
             return Ok(());
         }
-        tracing::info!(id = %record.id, ?grace, "instance ignored SIGTERM; sending SIGKILL");
+        tracing::info!(id = %record.id, ?grace, %signal, "instance ignored its stop signal; sending SIGKILL");
         // Checked again because the process may have exited (and its pid been reused) meanwhile.
         if is_running(record) {
             signal_instance(record, Signal::SIGKILL)?;
@@ -300,6 +312,23 @@ impl Runtime for ProcessRuntime {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         instances.remove(&record.id);
+    }
+
+    fn logs_hint(&self, record: &InstanceRecord) -> String {
+        record.log_path.display().to_string()
+    }
+
+    async fn sweep(&self, _known: &[InstanceRecord]) -> Result<Vec<String>, Error> {
+        // A process carries no label to find it by: one started just before a crash, before
+        // its record was journaled, is not found here (container runtimes find theirs by label).
+        Ok(Vec::new())
+    }
+
+    async fn run_job(&self, job: &ContainerJob) -> Result<JobOutcome, Error> {
+        Err(Error::Unsupported {
+            runtime: "process",
+            what: format!("run a job in image {}", job.image),
+        })
     }
 }
 

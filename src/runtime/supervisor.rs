@@ -294,10 +294,13 @@ impl<R: Runtime> Supervisor<R> {
                 return;
             }
         };
+        // What the sweep must leave alone: the adopted, and those that could not be inspected.
+        let mut known = Vec::new();
         for record in records {
             match self.context.runtime.adopt(&record).await {
                 Ok(Adoption::Adopted) => {
                     tracing::info!(id = %record.id, pid = record.pid, "adopted a running instance");
+                    known.push(record.clone());
                     self.add_slot(
                         record.service.clone(),
                         record.revision,
@@ -311,7 +314,19 @@ impl<R: Runtime> Supervisor<R> {
                 }
                 Err(error) => {
                     tracing::warn!(id = %record.id, %error, "could not inspect a journaled instance; keeping its record");
+                    known.push(record);
                 }
+            }
+        }
+        // Ours that no record names (started just before a crash, or a store that was lost):
+        // nothing would ever stop them otherwise.
+        match self.context.runtime.sweep(&known).await {
+            Ok(removed) if !removed.is_empty() => {
+                tracing::info!(removed = %removed.join(", "), "removed workloads of this agent that no record names");
+            }
+            Ok(_) => {}
+            Err(error) => {
+                tracing::warn!(%error, "could not look for unrecorded workloads of this agent")
             }
         }
     }
@@ -425,7 +440,9 @@ impl<R: Runtime> Supervisor<R> {
         let slot = self.next_slot;
         self.next_slot += 1;
         let stop = CancellationToken::new();
-        let status = adopted.as_ref().map(|record| status_of(record, false, 0));
+        let status = adopted
+            .as_ref()
+            .map(|record| status_of(self.context.runtime.as_ref(), record, false, 0));
         if status.is_some() {
             self.dirty.insert(service.clone());
         }
@@ -524,6 +541,9 @@ mod tests {
             command: vec!["app".to_string()],
             env: BTreeMap::new(),
             readiness: Readiness::Tcp,
+            args: Vec::new(),
+            stop_signal: None,
+            container: None,
         }
     }
 

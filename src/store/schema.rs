@@ -93,6 +93,14 @@ const MIGRATIONS: &[&str] = &[
         message TEXT NOT NULL
     );
     ",
+    // Version 4: the images this agent put on the site (owned by `store::images`), so that it
+    // only ever removes its own.
+    "
+    CREATE TABLE images (
+        image       TEXT PRIMARY KEY NOT NULL,
+        recorded_at INTEGER NOT NULL
+    );
+    ",
 ];
 
 /// The schema version this binary writes and understands.

@@ -117,7 +117,8 @@ impl<R: Runtime> SlotTask<R> {
                     port_conflicts = 0;
                     let delay = backoff.next_delay(ran_for);
                     tracing::warn!(id = %record.id, ?ran_for, ?delay, "instance exited unexpectedly; restarting it");
-                    let status = status_of(&record, false, self.restarts);
+                    let status =
+                        status_of(self.context.runtime.as_ref(), &record, false, self.restarts);
                     self.send(SlotEvent::Status {
                         slot: self.slot,
                         status,
@@ -249,7 +250,7 @@ impl<R: Runtime> SlotTask<R> {
     }
 
     async fn send_status(&self, record: &InstanceRecord, ready: bool) {
-        let status = status_of(record, ready, self.restarts);
+        let status = status_of(self.context.runtime.as_ref(), record, ready, self.restarts);
         self.send(SlotEvent::Status {
             slot: self.slot,
             status,
@@ -264,8 +265,14 @@ impl<R: Runtime> SlotTask<R> {
     }
 }
 
-pub(super) fn status_of(record: &InstanceRecord, ready: bool, restarts: u32) -> InstanceStatus {
+pub(super) fn status_of<R: Runtime>(
+    runtime: &R,
+    record: &InstanceRecord,
+    ready: bool,
+    restarts: u32,
+) -> InstanceStatus {
     InstanceStatus {
+        logs: runtime.logs_hint(record),
         id: record.id.clone(),
         revision: record.revision,
         version: record.template.version.clone(),

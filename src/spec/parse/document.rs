@@ -24,10 +24,10 @@ use super::reader::{field_path, index_path, suggest, Reader, Table};
 use super::tree::{Node, Value};
 use crate::spec::{
     AnalysisStep, AnalysisTemplate, BackgroundAnalysis, BlueGreenStrategy, CanaryScale, CanaryStep,
-    CanaryStrategy, Document, Metric, Provider, Readiness, ServiceSpec, Strategy, Template,
-    TemplateArg, Traffic, API_VERSION, DEFAULT_CONSECUTIVE_ERROR_LIMIT,
-    DEFAULT_PROGRESS_DEADLINE_SECONDS, DEFAULT_REVISION_HISTORY_LIMIT,
-    DEFAULT_SCALE_DOWN_DELAY_SECONDS,
+    CanaryStrategy, ContainerSpec, Document, Metric, Provider, PullPolicy, Readiness, ServiceSpec,
+    StopSignal, Strategy, Template, TemplateArg, Traffic, API_VERSION,
+    DEFAULT_CONSECUTIVE_ERROR_LIMIT, DEFAULT_PROGRESS_DEADLINE_SECONDS,
+    DEFAULT_REVISION_HISTORY_LIMIT, DEFAULT_SCALE_DOWN_DELAY_SECONDS,
 };
 use crate::time::Timestamp;
 

@@ -353,7 +353,16 @@ fn read_headers(
 
 fn read_job(reader: &mut Reader<'_>, fields: &Fields<'_>) -> Option<JobSpec> {
     let mut table = reader.table(fields.path, fields.value)?;
-    let command = table.required(reader, "command").and_then(|(path, value)| {
+    let image = match table.get("image") {
+        Some((path, value)) => Some(reader.non_empty_string(&path, value).map(str::to_string)),
+        None => None,
+    };
+    let command_field = if image.is_some() {
+        table.get("command")
+    } else {
+        table.required(reader, "command")
+    };
+    let command = command_field.map_or(Some(Vec::new()), |(path, value)| {
         let command = read_command(reader, &path, value)?;
         let Node::Array(elements) = &value.node else {
             return None;
@@ -388,12 +397,17 @@ fn read_job(reader: &mut Reader<'_>, fields: &Fields<'_>) -> Option<JobSpec> {
         reader.error(
             value,
             &path,
-            "Kubernetes job specs are not supported: give the `command` to run",
+            "Kubernetes job specs are not supported: give the `command` to run (and an `image` to run it in a container)",
         );
     }
     table.finish(reader);
+    let image = match image {
+        Some(image) => Some(image?),
+        None => None,
+    };
     Some(JobSpec {
         command: command?,
+        image,
         deadline: deadline?,
     })
 }

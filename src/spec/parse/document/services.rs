@@ -249,9 +249,21 @@ pub(super) fn read_template(
     let version = table
         .required(reader, "version")
         .and_then(|(path, value)| reader.non_empty_string(&path, value).map(str::to_string));
-    let command = table
-        .required(reader, "command")
-        .and_then(|(path, value)| read_command(reader, &path, value));
+    let image = table.get("image");
+    // A container's command replaces the image's entrypoint and may be left out; a process
+    // needs one.
+    let command_field = if image.is_some() {
+        table.get("command")
+    } else {
+        table.required(reader, "command")
+    };
+    let command = command_field.map_or(Some(Vec::new()), |(path, value)| {
+        read_command(reader, &path, value)
+    });
+    let args = match table.get("args") {
+        Some((path, value)) => read_args(reader, &path, value),
+        None => Some(Vec::new()),
+    };
     let env = match table.get("env") {
         Some((path, value)) => read_env(reader, &path, value),
         None => Some(BTreeMap::new()),
@@ -260,20 +272,227 @@ pub(super) fn read_template(
         Some((path, value)) => read_readiness(reader, &path, value),
         None => Some(Readiness::Tcp),
     };
-    if let Some((image_path, image_value)) = table.get("image") {
-        reader.error(
-            image_value,
-            &image_path,
-            "container images are not supported yet: the process runtime runs `command`",
-        );
-    }
+    let stop_signal = match table.get("stopSignal") {
+        Some((path, value)) => read_stop_signal(reader, &path, value).map(Some),
+        None => Some(None),
+    };
+    let container_fields = ["imageArchive", "pullPolicy", "resources", "args"];
+    let container = match image {
+        Some((image_path, image_value)) => {
+            read_container(reader, &mut table, &image_path, image_value).map(Some)
+        }
+        None => {
+            // Container fields without an image: a process template that half-became a
+            // container one (or the other way round). Say which field does not belong.
+            for key in container_fields {
+                if let Some((field, value)) = table.get(key) {
+                    reader.error(
+                        value,
+                        &field,
+                        "is a container field, but the template has no `image`: add `image` to \
+                         run a container, or remove it for the process runtime",
+                    );
+                }
+            }
+            Some(None)
+        }
+    };
     table.finish(reader);
     Some(Template {
         version: version?,
         command: command?,
+        args: args?,
         env: env?,
         readiness: readiness?,
+        stop_signal: stop_signal?,
+        container: container?,
     })
+}
+
+/// `image` and the fields that go with it.
+fn read_container(
+    reader: &mut Reader<'_>,
+    table: &mut Table<'_>,
+    image_path: &str,
+    image_value: &Value,
+) -> Option<ContainerSpec> {
+    let image = reader
+        .non_empty_string(image_path, image_value)
+        .and_then(|image| {
+            if image.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                reader.error(
+                    image_value,
+                    image_path,
+                    format!("{image:?} is not an image reference such as \"registry.example.com/app:1.2\""),
+                );
+                None
+            } else {
+                Some(image.to_string())
+            }
+        });
+    let image_archive = match table.get("imageArchive") {
+        Some((path, value)) => reader.non_empty_string(&path, value).and_then(|text| {
+            let archive = std::path::PathBuf::from(text);
+            if archive.is_absolute() {
+                Some(Some(archive))
+            } else {
+                reader.error(
+                    value,
+                    &path,
+                    format!("{text:?} must be an absolute path (the agent's working directory is not yours)"),
+                );
+                None
+            }
+        }),
+        None => Some(None),
+    };
+    let pull_policy = match table.get("pullPolicy") {
+        Some((path, value)) => reader.string(&path, value).and_then(|text| match text {
+            "IfNotPresent" => Some(PullPolicy::IfNotPresent),
+            "Always" => Some(PullPolicy::Always),
+            "Never" => Some(PullPolicy::Never),
+            other => {
+                reader.error(
+                    value,
+                    &path,
+                    format!("unknown pullPolicy `{other}`, expected IfNotPresent, Always or Never"),
+                );
+                None
+            }
+        }),
+        None => Some(PullPolicy::IfNotPresent),
+    };
+    let (cpu_millis, memory_bytes) = match table.get("resources") {
+        Some((path, value)) => read_resources(reader, &path, value)?,
+        None => (None, None),
+    };
+    Some(ContainerSpec {
+        image: image?,
+        image_archive: image_archive?,
+        pull_policy: pull_policy?,
+        cpu_millis,
+        memory_bytes,
+    })
+}
+
+/// `resources = { cpus = 0.5, memory = "256Mi" }`.
+fn read_resources(
+    reader: &mut Reader<'_>,
+    path: &str,
+    value: &Value,
+) -> Option<(Option<u32>, Option<u64>)> {
+    let mut table = reader.table(path, value)?;
+    let cpus = match table.get("cpus") {
+        Some((path, value)) => {
+            let cpus = match value.node {
+                #[allow(clippy::cast_precision_loss)]
+                Node::Integer(integer) => Some(integer as f64),
+                Node::Float(float) => Some(float),
+                _ => None,
+            };
+            match cpus {
+                Some(cpus) if cpus >= 0.001 && cpus <= 1024.0 => {
+                    // In range, so the rounded product fits.
+                    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+                    let millis = (cpus * 1000.0).round() as u32;
+                    Some(Some(millis))
+                }
+                _ => {
+                    reader.error(
+                        value,
+                        &path,
+                        "must be a number of CPUs from 0.001 to 1024, e.g. 0.5",
+                    );
+                    None
+                }
+            }
+        }
+        None => Some(None),
+    };
+    let memory = match table.get("memory") {
+        Some((path, value)) => match &value.node {
+            Node::Integer(bytes) if *bytes >= MIN_MEMORY_BYTES => Some(u64::try_from(*bytes).ok()),
+            Node::String(text) => match parse_bytes(text) {
+                Some(bytes) if i128::from(bytes) >= MIN_MEMORY_BYTES => Some(Some(bytes)),
+                _ => {
+                    reader.error(
+                        value,
+                        &path,
+                        format!("{text:?} is not a memory size of at least 6Mi such as \"256Mi\" or \"1G\""),
+                    );
+                    None
+                }
+            },
+            _ => {
+                reader.error(
+                    value,
+                    &path,
+                    "must be a memory size of at least 6Mi such as \"256Mi\" (or bytes)",
+                );
+                None
+            }
+        },
+        None => Some(None),
+    };
+    table.finish(reader);
+    Some((cpus?, memory?))
+}
+
+/// The least memory limit the engines accept (Docker refuses less than 6 MiB).
+const MIN_MEMORY_BYTES: i128 = 6 * 1024 * 1024;
+
+/// `256Mi`, `1Gi`, `512M`, `1G`, `64Ki`, `65536`.
+pub(in crate::spec::parse) fn parse_bytes(text: &str) -> Option<u64> {
+    let digits = text.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+    let unit = &text[digits.len()..];
+    let number: u64 = digits.parse().ok()?;
+    let factor: u64 = match unit {
+        "" | "B" => 1,
+        "K" | "k" | "KB" | "kB" => 1000,
+        "Ki" | "KiB" => 1 << 10,
+        "M" | "MB" => 1_000_000,
+        "Mi" | "MiB" => 1 << 20,
+        "G" | "GB" => 1_000_000_000,
+        "Gi" | "GiB" => 1 << 30,
+        _ => return None,
+    };
+    number.checked_mul(factor)
+}
+
+fn read_stop_signal(reader: &mut Reader<'_>, path: &str, value: &Value) -> Option<StopSignal> {
+    let text = reader.string(path, value)?;
+    match StopSignal::parse(text) {
+        Some(signal) => Some(signal),
+        None => {
+            let names: Vec<&str> = StopSignal::ALL.iter().map(|(_, name)| *name).collect();
+            reader.error(
+                value,
+                path,
+                format!(
+                    "unknown stopSignal `{text}`, expected one of {}",
+                    names.join(", ")
+                ),
+            );
+            None
+        }
+    }
+}
+
+/// `args`: strings, none with NUL.
+fn read_args(reader: &mut Reader<'_>, path: &str, value: &Value) -> Option<Vec<String>> {
+    let elements = reader.array(path, value)?;
+    let mut args = Vec::with_capacity(elements.len());
+    for (index, element) in elements.iter().enumerate() {
+        let element_path = index_path(path, index);
+        if let Some(argument) = reader.string(&element_path, element) {
+            if argument.contains('\0') {
+                reader.error(element, &element_path, "must not contain a NUL character");
+            } else {
+                args.push(argument.to_string());
+            }
+        }
+    }
+    (args.len() == elements.len()).then_some(args)
 }
 
 pub(in crate::spec::parse) fn read_command(
