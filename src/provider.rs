@@ -35,6 +35,9 @@ pub struct ProviderContext {
     pub stable_version: Option<String>,
     /// Version label of the canary revision.
     pub canary_version: Option<String>,
+    /// The site's container runtime, for `job` metrics with an `image` (`None` on the
+    /// process runtime).
+    pub jobs: Option<Arc<dyn crate::runtime::JobRunner>>,
 }
 
 /// Which version a builtin query measures.
@@ -97,7 +100,7 @@ pub async fn measure(metric: &Metric, context: &ProviderContext) -> Outcome {
         Provider::Builtin(query) => measure_builtin(query, context),
         Provider::Prometheus(query) => prometheus::measure(query).await,
         Provider::Web(query) => web::measure(query).await,
-        Provider::Job(job) => job::measure(job).await,
+        Provider::Job(job) => job::measure(job, context.jobs.as_deref()).await,
         Provider::Judge(spec) => judge::measure(spec, context),
     }
 }
@@ -166,7 +169,10 @@ pub fn describe(metric: &Metric, context: &ProviderContext) -> String {
                 .as_ref()
                 .map_or(String::new(), |path| format!(" {path}"))
         ),
-        Provider::Job(job) => format!("job {}", job.command.join(" ")),
+        Provider::Job(job) => match &job.image {
+            Some(image) => format!("job {image} {}", job.command.join(" ")),
+            None => format!("job {}", job.command.join(" ")),
+        },
         Provider::Judge(judge) => {
             let role = |version: &Option<String>, role: &str| {
                 version.clone().unwrap_or_else(|| role.to_owned())
@@ -207,6 +213,7 @@ mod tests {
             metrics: Arc::new(Metrics::new()),
             stable_version: Some("1.0.0".to_owned()),
             canary_version: canary.map(str::to_owned),
+            jobs: None,
         }
     }
 

@@ -106,6 +106,8 @@ impl Handle {
 pub struct Puller {
     site: String,
     labels: std::collections::BTreeMap<String, String>,
+    /// `runtime.kind`, for the trust rule `runtime`.
+    runtime: &'static str,
     source: DesiredSource,
     url: String,
     trust: DesiredTrust,
@@ -182,6 +184,7 @@ impl Puller {
         let mut puller = Puller {
             site: config.site.clone(),
             labels: config.labels.clone(),
+            runtime: config.runtime.name(),
             source: config.desired.clone(),
             url,
             trust: config.desired_trust.clone(),
@@ -540,6 +543,7 @@ impl Puller {
             Site {
                 name: &self.site,
                 labels: &self.labels,
+                runtime: self.runtime,
             },
             &self.state,
             now,
@@ -549,9 +553,11 @@ impl Puller {
                 // The center is told which serial was refused when the signature held (the
                 // rules checked after it), never a number only an unverified document claims.
                 let serial = match refusal.rule {
-                    Rule::Selector | Rule::Serial | Rule::SerialConflict | Rule::Expired => {
-                        parsed.as_ref().ok().map(|document| document.serial)
-                    }
+                    Rule::Selector
+                    | Rule::Runtime
+                    | Rule::Serial
+                    | Rule::SerialConflict
+                    | Rule::Expired => parsed.as_ref().ok().map(|document| document.serial),
                     _ => None,
                 };
                 self.refuse(

@@ -564,6 +564,12 @@ pub trait JobRunner: Send + Sync {
     ) -> std::pin::Pin<Box<dyn Future<Output = Result<JobOutcome, Error>> + Send + 'a>>;
 }
 
+impl std::fmt::Debug for dyn JobRunner {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("JobRunner")
+    }
+}
+
 struct RuntimeJobs<R>(Arc<R>);
 
 impl<R: Runtime> JobRunner for RuntimeJobs<R> {

@@ -251,6 +251,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Agent,
             shutdown.child_token(),
         ));
     }
+    shell.sync_images();
     shell.publish_status();
     info!(site = %config.site, services = shell.services.len(), "edgeroll agent ready");
 
@@ -263,6 +264,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Agent,
         pull_tx,
         reports: reports_rx,
         images: image_events_rx,
+        image_progress: shell.images.as_ref().map(runtime::ImagesHandle::subscribe),
     };
     let task = tokio::spawn(async move { shell.run(inputs).await });
     Ok(Agent {
@@ -293,6 +295,8 @@ struct Inputs {
     reports: Option<watch::Receiver<Option<crate::api::types::ReportsStatus>>>,
     /// What the image preparation task says (container runtimes only).
     images: mpsc::Receiver<runtime::ImageEvent>,
+    /// Its progress, so status follows a download (container runtimes only).
+    image_progress: Option<runtime::images::ProgressReceiver>,
 }
 
 /// One service and everything the shell keeps for it.
@@ -396,8 +400,10 @@ impl Shell {
                 _ = watchdog.tick(), if watchdog_period.is_some() => crate::systemd::watchdog(),
                 Some(()) = wedge.recv() => test_hooks::wedge(),
                 Ok(()) = reports_changed(&mut inputs.reports) => {}
+                Ok(()) = images_changed(&mut inputs.image_progress) => {}
                 () = sleep => self.deadlines_reached(),
             }
+            self.sync_images();
             self.publish_status();
             let summary = status::summary(&self.status_tx.borrow());
             if summary != last_summary {
@@ -659,6 +665,28 @@ impl Shell {
             !same
         });
         let mut status = status::build(&self.config.site, &self.order, &self.services);
+        if !self.waiting_for_images.is_empty() {
+            let progress = self
+                .images
+                .as_ref()
+                .map(runtime::ImagesHandle::progress)
+                .unwrap_or_default();
+            for (name, spec) in &self.waiting_for_images {
+                let image = spec
+                    .template
+                    .container
+                    .as_ref()
+                    .and_then(|container| status::image(spec, progress.get(&container.image)));
+                match status
+                    .services
+                    .iter_mut()
+                    .find(|service| &service.name == name)
+                {
+                    Some(service) => service.image = image,
+                    None => status.services.push(status::waiting_service(spec, image)),
+                }
+            }
+        }
         status.source = status::source(self.source.as_ref());
         status.events = status::events(&self.site_events);
         status.reports = self
@@ -673,6 +701,16 @@ impl Shell {
                 true
             }
         });
+    }
+}
+
+/// Resolves when an image's preparation moved (never without a container runtime).
+async fn images_changed(
+    progress: &mut Option<runtime::images::ProgressReceiver>,
+) -> Result<(), watch::error::RecvError> {
+    match progress {
+        Some(progress) => progress.changed().await,
+        None => std::future::pending().await,
     }
 }
 

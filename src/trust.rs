@@ -16,6 +16,8 @@
 //! 3. `invalid`: the bytes are not a valid document.
 //! 4. `selector`: every key of `selector` must equal the site's label of that name; the key
 //!    `site` matches the site's name (so `selector = { site = "store-0042" }` pins one site).
+//!    Then `runtime`: every template must be one the site's runtime runs (an `image` needs
+//!    docker or containerd, which run only images; see `spec::parse::runtime_fit`).
 //! 5. `serial`, `serial-conflict`: the serial must be greater than the highest serial this site
 //!    ever accepted; the same serial with the same bytes is a no-op, with other bytes a conflict.
 //!    An unsigned `file://` document is exempt (anyone who can write the file can also delete
@@ -51,6 +53,9 @@ pub enum Rule {
     Expired,
     /// The document's selector does not match this site.
     Selector,
+    /// The document names templates the site's runtime cannot run (an `image` on the process
+    /// runtime, a `command`-only template on a container runtime).
+    Runtime,
     /// The bytes are not a valid desired document.
     Invalid,
     /// The body is larger than the limit.
@@ -68,6 +73,7 @@ impl Rule {
             Rule::SerialConflict => "serial-conflict",
             Rule::Expired => "expired",
             Rule::Selector => "selector",
+            Rule::Runtime => "runtime",
             Rule::Invalid => "invalid",
             Rule::Size => "size",
         }
@@ -109,6 +115,8 @@ pub struct Site<'a> {
     pub name: &'a str,
     /// `agent.labels`.
     pub labels: &'a BTreeMap<String, String>,
+    /// `runtime.kind`: `process`, `docker` or `containerd`.
+    pub runtime: &'a str,
 }
 
 /// What the site accepted before, as persisted in the store.
@@ -284,6 +292,22 @@ pub fn judge(
                 wanted.join(","),
                 have.join(",")
             ),
+        );
+    }
+
+    let misfits = std::str::from_utf8(candidate.bytes)
+        .map(|text| {
+            crate::spec::parse::runtime_fit(std::path::Path::new("document"), text, site.runtime)
+        })
+        .unwrap_or_default();
+    if !misfits.is_empty() {
+        let problems: Vec<String> = misfits
+            .iter()
+            .map(|problem| format!("line {}: {}", problem.line, problem.message))
+            .collect();
+        return refuse(
+            Rule::Runtime,
+            format!("serial {}: {}", document.serial, problems.join("; ")),
         );
     }
 

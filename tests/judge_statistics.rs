@@ -185,6 +185,7 @@ async fn the_provider_says_no_data_below_min_samples_and_judges_above() {
         metrics: Arc::clone(&metrics),
         stable_version: Some("1.0.0".to_owned()),
         canary_version: Some("2.0.0".to_owned()),
+        jobs: None,
     };
     for index in 0..40u64 {
         metrics.record(

@@ -34,11 +34,15 @@ fn gone(pid: i32) -> bool {
 async fn exit_zero_is_true_and_other_exits_are_false() {
     let deadline = Duration::from_secs(30);
     assert_eq!(
-        job::measure(&spec(&["sh", "-c", "echo fine; exit 0"], deadline)).await,
+        job::measure(&spec(&["sh", "-c", "echo fine; exit 0"], deadline), None).await,
         Outcome::Value(json!(true))
     );
     assert_eq!(
-        job::measure(&spec(&["sh", "-c", "echo broken >&2; exit 3"], deadline)).await,
+        job::measure(
+            &spec(&["sh", "-c", "echo broken >&2; exit 3"], deadline),
+            None
+        )
+        .await,
         Outcome::Value(json!(false))
     );
     // The report keeps the exit code and the end of the output.
@@ -85,7 +89,11 @@ async fn an_overrun_deadline_kills_the_process_group_and_is_an_error() {
         pids.display()
     );
     let started = tokio::time::Instant::now();
-    let outcome = job::measure(&spec(&["sh", "-c", &script], Duration::from_millis(500))).await;
+    let outcome = job::measure(
+        &spec(&["sh", "-c", &script], Duration::from_millis(500)),
+        None,
+    )
+    .await;
     assert_eq!(
         outcome,
         Outcome::Error("job exceeded its 0.5s deadline".into())
@@ -117,7 +125,7 @@ async fn a_job_leaves_nothing_running_when_it_exits() {
     );
     let started = tokio::time::Instant::now();
     assert_eq!(
-        job::measure(&spec(&["sh", "-c", &script], Duration::from_secs(30))).await,
+        job::measure(&spec(&["sh", "-c", &script], Duration::from_secs(30)), None).await,
         Outcome::Value(json!(true))
     );
     assert!(started.elapsed() < Duration::from_secs(20));
@@ -136,10 +144,13 @@ async fn a_job_leaves_nothing_running_when_it_exits() {
 #[tokio::test]
 async fn a_command_that_cannot_start_is_an_error() {
     let missing = Path::new("/nonexistent/edgeroll-check");
-    let Outcome::Error(message) = job::measure(&spec(
-        &[missing.to_str().unwrap(), "--flag"],
-        Duration::from_secs(5),
-    ))
+    let Outcome::Error(message) = job::measure(
+        &spec(
+            &[missing.to_str().unwrap(), "--flag"],
+            Duration::from_secs(5),
+        ),
+        None,
+    )
     .await
     else {
         panic!("an error");

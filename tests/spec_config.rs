@@ -181,7 +181,8 @@ fn errors_name_the_file_the_bad_value_came_from() {
 site = "store 1"
 sokcet = "/tmp/x.sock"
 [runtime]
-kind = "docker"
+kind = "containerd"
+namespace = "k8s.io"
 log_max_bytes = 0
 [desired]
 source = "ftp://hub.example.com/desired"
@@ -198,9 +199,9 @@ source = "ftp://hub.example.com/desired"
     dir.check_errors(expect![[r#"
         DIR/edgeroll.toml:2:8: agent.site: "store 1" must not contain spaces or control characters
         DIR/edgeroll.toml:3:1: agent.sokcet: unknown field, did you mean `socket`?
-        DIR/edgeroll.toml:5:8: runtime.kind: runtime `docker` is not supported yet
-        DIR/edgeroll.toml:6:17: runtime.log_max_bytes: 0 is less than 1
-        DIR/edgeroll.toml:8:10: desired.source: unsupported source `ftp://`, expected https://…, file:///path or an absolute path
+        DIR/edgeroll.toml:6:13: runtime.namespace: k8s.io belongs to Kubernetes (kubelet stops containers and deletes images there that it did not create): keep the default `edgeroll`
+        DIR/edgeroll.toml:7:17: runtime.log_max_bytes: 0 is less than 1
+        DIR/edgeroll.toml:9:10: desired.source: unsupported source `ftp://`, expected https://…, file:///path or an absolute path
         DIR/edgeroll.d/10-a.toml:2:14: runtime.stop_grace: duration `-1s` must be positive
         DIR/edgeroll.d/10-a.toml:3:2: extra: unknown field, expected one of `agent`, `runtime`, `desired`, `metrics`, `reports`
         DIR/edgeroll.d/20-b.toml:2:17: desired.poll_interval: expected a duration (seconds or a string such as "30s"), found a boolean

@@ -99,6 +99,7 @@ fn check_with(
         Site {
             name: "store-0042",
             labels: &labels,
+            runtime: "process",
         },
         state,
         NOW,
@@ -402,6 +403,7 @@ fn the_site_key_of_a_selector_matches_the_name_and_other_keys_the_labels() {
     let site = Site {
         name: "store-0042",
         labels: &labels,
+        runtime: "process",
     };
     let selector = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
         pairs

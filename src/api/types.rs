@@ -129,6 +129,32 @@ pub struct ServiceStatus {
     /// Recent events, oldest first.
     #[serde(default)]
     pub events: Vec<Event>,
+    /// Container runtimes: the image the next revision waits for, while it is made present
+    /// (its rollout starts only once it is); null otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<ImageStatus>,
+}
+
+/// An image being made present on the site before a rollout may start.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageStatus {
+    /// The image reference.
+    pub image: String,
+    /// The version that waits for it.
+    pub version: String,
+    /// `Checking`, `Pulling`, `Loading`, `Waiting` (for the next attempt) or `Present`.
+    pub phase: String,
+    /// Bytes fetched or read so far in this attempt.
+    pub done_bytes: u64,
+    /// Bytes in total, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total_bytes: Option<u64>,
+    /// Failed attempts so far.
+    pub failures: u32,
+    /// Why the last attempt failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
 }
 
 /// A revision and its version label.
@@ -178,6 +204,9 @@ pub struct Instance {
     /// Restarts after the instance died.
     #[serde(default)]
     pub restarts: u32,
+    /// Where to read its logs: a file, or the engine's command (`docker logs edgeroll-…`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub logs: String,
 }
 
 /// One analysis run.

@@ -132,6 +132,7 @@ fn check_signature(
         crate::trust::Site {
             name: &config.site,
             labels: &config.labels,
+            runtime: config.runtime.name(),
         },
         &crate::trust::TrustState::default(),
         crate::shell::Clock::system().now(),

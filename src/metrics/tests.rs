@@ -16,6 +16,7 @@ fn instance(version: &str, role: &str, ready: bool, restarts: u32) -> Instance {
         ready,
         address: "127.0.0.1:41000".to_owned(),
         restarts,
+        logs: String::new(),
     }
 }
 
@@ -49,6 +50,7 @@ fn paused_canary() -> ServiceStatus {
         analysis_runs: Vec::new(),
         revisions: Vec::new(),
         events: Vec::new(),
+        image: None,
     }
 }
 

@@ -1,12 +1,12 @@
 //! The `job` provider: run a command and succeed on exit status 0, as Argo's job provider does
-//! with a Kubernetes Job (whose `activeDeadlineSeconds` is our `deadline`). A container form
-//! comes with a container runtime.
+//! with a Kubernetes Job (whose `activeDeadlineSeconds` is our `deadline`).
 //!
 //! The command is run directly from its argv (no shell unless the user writes `sh -c`), in a
 //! process group of its own, with stdin closed and the last [`KEPT_OUTPUT_BYTES`] of stdout and
 //! stderr kept for the log. Exit 0 is `Value(true)`, any other exit (or a signal) is
 //! `Value(false)`, so `successCondition = "result == true"` (which the parser fills in when a
-//! job metric states no condition) decides. A job that outlives its deadline has its whole
+//! job metric states no condition) decides. With an `image`, the command runs in a container on
+//! the site's container runtime (`runtime::JobRunner`), which removes it afterwards. A job that outlives its deadline has its whole
 //! process group killed and is an `Error`, as is a command that cannot be started: neither is
 //! evidence about the release. A job never outlives its measurement: whatever it left running
 //! in its process group is killed when it exits.
@@ -22,6 +22,7 @@ use tokio::process::{Child, Command};
 use tokio::task::JoinHandle;
 
 use crate::analysis::Outcome;
+use crate::runtime::{ContainerJob, JobOutcome, JobRunner};
 use crate::spec::JobSpec;
 
 /// How much of the end of stdout and of stderr is kept.
@@ -72,8 +73,12 @@ pub enum JobError {
     },
 }
 
-/// Run the job and turn its exit into a measurement.
-pub async fn measure(spec: &JobSpec) -> Outcome {
+/// Run the job (in a container when it names an `image`, on `containers`) and turn its exit
+/// into a measurement.
+pub async fn measure(spec: &JobSpec, containers: Option<&dyn JobRunner>) -> Outcome {
+    if let Some(image) = &spec.image {
+        return measure_container(spec, image, containers).await;
+    }
     match run(spec).await {
         Ok(report) => {
             let succeeded = report.exit_code == Some(0);
@@ -89,6 +94,46 @@ pub async fn measure(spec: &JobSpec) -> Outcome {
             Outcome::Value(Value::Bool(succeeded))
         }
         Err(error) => Outcome::Error(error.to_string()),
+    }
+}
+
+/// Run the job in a container of `image` on the site's container runtime.
+async fn measure_container(
+    spec: &JobSpec,
+    image: &str,
+    containers: Option<&dyn JobRunner>,
+) -> Outcome {
+    let Some(containers) = containers else {
+        return Outcome::Error(format!(
+            "job image {image}: a container job needs [runtime] kind = \"docker\" or \"containerd\""
+        ));
+    };
+    let job = ContainerJob {
+        name: format!("edgeroll-job-{:06x}", fastrand::u32(..0x100_0000)),
+        image: image.to_owned(),
+        command: spec.command.clone(),
+        deadline: spec.deadline,
+    };
+    match containers.run_job(&job).await {
+        Ok(JobOutcome {
+            exit_code: Some(code),
+            stdout,
+            stderr,
+        }) => {
+            if code != 0 {
+                tracing::info!(%image, command = ?spec.command, exit_code = code, %stdout, %stderr, "analysis job failed");
+            }
+            Outcome::Value(Value::Bool(code == 0))
+        }
+        Ok(JobOutcome {
+            exit_code: None, ..
+        }) => Outcome::Error(
+            JobError::Deadline {
+                deadline: spec.deadline,
+            }
+            .to_string(),
+        ),
+        Err(error) => Outcome::Error(format!("job image {image}: {error}")),
     }
 }
 

@@ -177,6 +177,7 @@ mod tests {
             metrics,
             stable_version: Some("1.0.0".to_owned()),
             canary_version: Some("2.0.0".to_owned()),
+            jobs: None,
         }
     }
 

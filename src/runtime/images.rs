@@ -104,6 +104,9 @@ pub enum PreparationPhase {
     Present,
 }
 
+/// Each image's preparation, by reference, as it changes.
+pub type ProgressReceiver = watch::Receiver<BTreeMap<String, ImagePreparation>>;
+
 /// The shell's side of the task.
 #[derive(Debug, Clone)]
 pub struct ImagesHandle {
@@ -122,6 +125,11 @@ impl ImagesHandle {
                 true
             }
         });
+    }
+
+    /// A receiver that changes whenever an image's preparation moves.
+    pub fn subscribe(&self) -> ProgressReceiver {
+        self.progress.clone()
     }
 
     /// Every image being prepared (or prepared and still wanted), by reference.

@@ -63,6 +63,7 @@ impl Shell {
                 .rollout
                 .canary_revision()
                 .map(|r| r.template.version.clone()),
+            jobs: self.jobs.clone(),
         };
         remember_run(slot, run.clone());
         let cancel = self.shutdown.child_token();

@@ -58,7 +58,7 @@ impl Shell {
         Ok(())
     }
 
-    fn site_event(&mut self, kind: String, at: crate::time::Timestamp, message: String) {
+    pub(super) fn site_event(&mut self, kind: String, at: crate::time::Timestamp, message: String) {
         self.site_events.push_back(EventRecord {
             service: String::new(),
             at,

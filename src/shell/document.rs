@@ -114,6 +114,8 @@ impl Shell {
         for name in removed {
             self.remove_service(&name);
         }
+        self.waiting_for_images
+            .retain(|name, _| wanted.contains(name));
         self.order = wanted;
         self.supervisor.retain_services(self.order.clone());
         Ok(())
@@ -145,7 +147,17 @@ impl Shell {
         }
     }
 
+    /// Apply a service's spec, unless it must first wait for its image (then it is applied
+    /// once the image is present: `shell::images`).
     pub(super) async fn apply_spec(&mut self, spec: ServiceSpec) -> Result<(), Error> {
+        if self.must_wait_for_image(&spec) {
+            return Ok(());
+        }
+        self.apply_spec_now(spec).await
+    }
+
+    /// Apply a service's spec: open the service or move its listeners, then tell its rollout.
+    pub(super) async fn apply_spec_now(&mut self, spec: ServiceSpec) -> Result<(), Error> {
         let name = spec.name.clone();
         let listen = spec.traffic.listen().to_owned();
         match self.services.get(&name) {
@@ -177,6 +189,7 @@ impl Shell {
     }
 
     pub(super) fn remove_service(&mut self, name: &str) {
+        self.waiting_for_images.remove(name);
         let Some(slot) = self.services.remove(name) else {
             return;
         };

@@ -146,6 +146,7 @@ fn service(slot: &ServiceSlot) -> types::ServiceStatus {
             ready: instance.ready,
             address: instance.address.to_string(),
             restarts: instance.restarts,
+            logs: instance.logs.clone(),
         })
         .collect();
     types::ServiceStatus {
@@ -189,6 +190,68 @@ fn service(slot: &ServiceSlot) -> types::ServiceStatus {
                 message: event.message.clone(),
             })
             .collect(),
+        image: None,
+    }
+}
+
+/// The image a spec waits for, as status shows it.
+pub(super) fn image(
+    spec: &crate::spec::ServiceSpec,
+    preparation: Option<&crate::runtime::images::ImagePreparation>,
+) -> Option<types::ImageStatus> {
+    let container = spec.template.container.as_ref()?;
+    let (phase, done_bytes, total_bytes, failures, last_error) = match preparation {
+        Some(preparation) => (
+            format!("{:?}", preparation.phase),
+            preparation.progress.done_bytes,
+            preparation.progress.total_bytes,
+            preparation.failures,
+            preparation.last_error.clone(),
+        ),
+        None => ("Checking".to_owned(), 0, None, 0, None),
+    };
+    Some(types::ImageStatus {
+        image: container.image.clone(),
+        version: spec.template.version.clone(),
+        phase,
+        done_bytes,
+        total_bytes,
+        failures,
+        last_error,
+    })
+}
+
+/// A new service whose first image is not on the site yet: nothing runs, nothing listens.
+pub(super) fn waiting_service(
+    spec: &crate::spec::ServiceSpec,
+    image: Option<types::ImageStatus>,
+) -> types::ServiceStatus {
+    let blue_green = matches!(spec.strategy, crate::spec::Strategy::BlueGreen(_));
+    types::ServiceStatus {
+        name: spec.name.clone(),
+        strategy: if blue_green { "blueGreen" } else { "canary" }.to_owned(),
+        phase: "Progressing".to_owned(),
+        message: format!(
+            "WaitingForImage: {} is made present before anything starts",
+            spec.template
+                .container
+                .as_ref()
+                .map_or("the image", |container| container.image.as_str())
+        ),
+        completion: None,
+        stable: None,
+        canary: None,
+        step: None,
+        pause_ends_at: None,
+        weights: types::Weights {
+            stable: 0,
+            canary: 0,
+        },
+        instances: Vec::new(),
+        analysis_runs: Vec::new(),
+        revisions: Vec::new(),
+        events: Vec::new(),
+        image,
     }
 }
 

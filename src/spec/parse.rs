@@ -15,6 +15,7 @@ pub(crate) mod duration;
 pub(crate) mod json;
 pub(crate) mod providers;
 pub(crate) mod reader;
+mod runtime_fit;
 pub(crate) mod toml_tree;
 pub(crate) mod tree;
 
@@ -24,6 +25,7 @@ use crate::diag::Diagnostic;
 use crate::spec::Document;
 
 use reader::Reader;
+pub use runtime_fit::runtime_fit;
 use tree::{Format, Source, Value};
 
 /// The largest document accepted, in bytes; real documents are a few kilobytes, and the limit

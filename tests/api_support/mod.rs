@@ -70,6 +70,7 @@ pub fn sample_status() -> Status {
             analysis_runs: Vec::new(),
             revisions: Vec::new(),
             events: Vec::new(),
+            image: None,
         }],
         source: None,
         events: Vec::new(),

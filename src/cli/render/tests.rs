@@ -13,6 +13,7 @@ fn instance(id: &str, version: &str, role: &str, ready: bool, port: u16) -> Inst
         ready,
         address: format!("127.0.0.1:{port}"),
         restarts: 0,
+        logs: String::new(),
     }
 }
 
@@ -97,6 +98,7 @@ fn paused_canary() -> ServiceStatus {
                 "paused at step 2 of 5",
             ),
         ],
+        image: None,
     }
 }
 
@@ -153,6 +155,7 @@ fn aborted() -> ServiceStatus {
                 )
             })
             .collect(),
+        image: None,
     }
 }
 
@@ -175,6 +178,7 @@ fn healthy() -> ServiceStatus {
         analysis_runs: Vec::new(),
         revisions: Vec::new(),
         events: Vec::new(),
+        image: None,
     }
 }
 

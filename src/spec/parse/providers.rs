@@ -353,10 +353,9 @@ fn read_headers(
 
 fn read_job(reader: &mut Reader<'_>, fields: &Fields<'_>) -> Option<JobSpec> {
     let mut table = reader.table(fields.path, fields.value)?;
-    let image = match table.get("image") {
-        Some((path, value)) => Some(reader.non_empty_string(&path, value).map(str::to_string)),
-        None => None,
-    };
+    let image = table
+        .get("image")
+        .map(|(path, value)| reader.non_empty_string(&path, value).map(str::to_string));
     let command_field = if image.is_some() {
         table.get("command")
     } else {

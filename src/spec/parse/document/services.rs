@@ -391,7 +391,7 @@ fn read_resources(
                 _ => None,
             };
             match cpus {
-                Some(cpus) if cpus >= 0.001 && cpus <= 1024.0 => {
+                Some(cpus) if (0.001..=1024.0).contains(&cpus) => {
                     // In range, so the rounded product fits.
                     #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
                     let millis = (cpus * 1000.0).round() as u32;
