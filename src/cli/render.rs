@@ -155,6 +155,47 @@ fn push_summary(text: &mut String, service: &ServiceStatus) {
         "Instances:",
         &format!("{} ({ready} ready)", service.instances.len()),
     );
+    if let Some(image) = &service.image {
+        push_field(text, "Image:", &image_line(image));
+    }
+}
+
+/// `registry/x:2.0 for 2.0.0: Pulling 45.3 of 120.0 MB, 2 failed attempts (last: …)`.
+fn image_line(image: &crate::api::types::ImageStatus) -> String {
+    let megabytes = |bytes: u64| {
+        // Display only: MB with one decimal.
+        #[allow(clippy::cast_precision_loss)]
+        let value = bytes as f64 / 1e6;
+        format!("{value:.1}")
+    };
+    let mut line = format!("{} for {}: {}", image.image, image.version, image.phase);
+    if image.done_bytes > 0 || image.total_bytes.is_some() {
+        match image.total_bytes {
+            Some(total) => {
+                let _ = write!(
+                    line,
+                    " {} of {} MB",
+                    megabytes(image.done_bytes),
+                    megabytes(total)
+                );
+            }
+            None => {
+                let _ = write!(line, " {} MB", megabytes(image.done_bytes));
+            }
+        }
+    }
+    if image.failures > 0 {
+        let noun = if image.failures == 1 {
+            "failed attempt"
+        } else {
+            "failed attempts"
+        };
+        let _ = write!(line, ", {} {noun}", image.failures);
+        if let Some(error) = &image.last_error {
+            let _ = write!(line, " (last: {error})");
+        }
+    }
+    line
 }
 
 /// One `Label:   value` line.
@@ -328,6 +369,9 @@ fn revision_node(group: RevisionGroup<'_>) -> Node {
                     "restarts"
                 };
                 let _ = write!(info, ", {} {noun}", instance.restarts);
+            }
+            if !instance.logs.is_empty() {
+                let _ = write!(info, ", logs: {}", instance.logs);
             }
             Node {
                 name: format!("□ {}", instance.id),

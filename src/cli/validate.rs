@@ -1,7 +1,8 @@
 //! `edgeroll validate`: check the agent config and desired documents offline.
 //!
 //! Runs exactly the parsers the agent runs (`config::load`, `spec::parse::load_document`; for a
-//! `*.plan.toml`, the hub's `hub::plan::spec::load`) and,
+//! `*.plan.toml`, the hub's `hub::plan::spec::load`), with a config also the runtime fit
+//! (`spec::parse::runtime_fit`, the trust rule `runtime`) and,
 //! when the config pins keys, the agent's trust rules (`trust::judge`) on the config's document
 //! and its `.minisig`, and prints what they found; it must never have validation rules of its
 //! own.
@@ -21,9 +22,12 @@ pub(crate) fn validate(
 ) -> u8 {
     let mut problems = Vec::new();
     let mut accepted = Vec::new();
+    // With a config, documents are also checked against its runtime (`runtime.kind`).
+    let mut runtime = None;
     if config_named || documents.is_empty() {
         match crate::config::load(config_path) {
             Ok(config) => {
+                runtime = Some(config.runtime.name());
                 accepted.push(format!(
                     "{}: ok (site {})",
                     config_path.display(),
@@ -31,7 +35,7 @@ pub(crate) fn validate(
                 ));
                 if documents.is_empty() {
                     if let DesiredSource::File(desired) = &config.desired {
-                        check_document(desired, &mut problems, &mut accepted);
+                        check_document(desired, runtime, &mut problems, &mut accepted);
                         if !config.desired_trust.trusted_keys.is_empty() {
                             check_signature(&config, desired, &mut problems, &mut accepted);
                         }
@@ -42,7 +46,7 @@ pub(crate) fn validate(
         }
     }
     for document in documents {
-        check_document(document, &mut problems, &mut accepted);
+        check_document(document, runtime, &mut problems, &mut accepted);
     }
     if problems.is_empty() {
         for line in accepted {
@@ -58,8 +62,14 @@ pub(crate) fn validate(
 }
 
 /// Check one desired document (or, for a `*.plan.toml`, a hub's fleet plan and the documents
-/// it names, with the hub's own parser).
-fn check_document(path: &Path, problems: &mut Vec<String>, accepted: &mut Vec<String>) {
+/// it names, with the hub's own parser); with a `runtime`, also whether it can run there (the
+/// agent's trust rule `runtime`).
+fn check_document(
+    path: &Path,
+    runtime: Option<&str>,
+    problems: &mut Vec<String>,
+    accepted: &mut Vec<String>,
+) {
     if crate::hub::plan::spec::is_plan_file(path) {
         match crate::hub::plan::spec::load(path) {
             Ok(plan) => {
@@ -77,6 +87,14 @@ fn check_document(path: &Path, problems: &mut Vec<String>, accepted: &mut Vec<St
     }
     match crate::spec::parse::load_document(path) {
         Ok(document) => {
+            if let Some(runtime) = runtime {
+                let text = std::fs::read_to_string(path).unwrap_or_default();
+                let misfits = crate::spec::parse::runtime_fit(path, &text, runtime);
+                if !misfits.is_empty() {
+                    problems.extend(diagnostic_lines(path, &misfits));
+                    return;
+                }
+            }
             let count = document.services.len();
             let noun = if count == 1 { "service" } else { "services" };
             accepted.push(format!(
