@@ -449,3 +449,279 @@ impl<R: Images> Preparation<R> {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The task's policy (which call each `pullPolicy` makes, retries with backoff, what is
+    //! removed) with a paused clock, over an in-memory image store: retry timing cannot be
+    //! driven through a real engine. The engines themselves are tested in
+    //! `tests/runtime_docker.rs` and `tests/runtime_containerd.rs`.
+
+    use std::sync::Mutex;
+
+    use super::*;
+
+    #[derive(Default)]
+    struct Engine {
+        present: Mutex<BTreeSet<String>>,
+        /// Pulls that fail before one succeeds.
+        failing_pulls: Mutex<u32>,
+        calls: Mutex<Vec<String>>,
+        /// What a load of any archive yields.
+        archive_holds: Mutex<Vec<String>>,
+    }
+
+    impl Engine {
+        fn calls(&self) -> Vec<String> {
+            self.calls.lock().unwrap().clone()
+        }
+        fn call(&self, call: String) {
+            self.calls.lock().unwrap().push(call);
+        }
+    }
+
+    impl Images for Engine {
+        async fn present(&self, image: &str) -> Result<bool, Error> {
+            Ok(self.present.lock().unwrap().contains(image))
+        }
+        async fn pull(
+            &self,
+            image: &str,
+            progress: &watch::Sender<PullProgress>,
+        ) -> Result<(), Error> {
+            self.call(format!("pull {image}"));
+            {
+                let mut failing = self.failing_pulls.lock().unwrap();
+                if *failing > 0 {
+                    *failing -= 1;
+                    return Err(Error::Engine {
+                        what: format!("pull {image}"),
+                        message: "connection reset".into(),
+                        transient: true,
+                    });
+                }
+            }
+            let _ = progress.send(PullProgress {
+                done_bytes: 10,
+                total_bytes: Some(10),
+                detail: String::new(),
+            });
+            self.present.lock().unwrap().insert(image.to_owned());
+            Ok(())
+        }
+        async fn load(
+            &self,
+            archive: &Path,
+            _progress: &watch::Sender<PullProgress>,
+        ) -> Result<Vec<String>, Error> {
+            self.call(format!("load {}", archive.display()));
+            let holds = self.archive_holds.lock().unwrap().clone();
+            self.present.lock().unwrap().extend(holds.iter().cloned());
+            Ok(holds)
+        }
+        async fn remove(&self, image: &str) -> Result<(), Error> {
+            self.call(format!("remove {image}"));
+            self.present.lock().unwrap().remove(image);
+            Ok(())
+        }
+    }
+
+    #[derive(Default)]
+    struct Journal(Mutex<BTreeSet<String>>);
+
+    impl ImageJournal for Journal {
+        fn record_image(&self, image: &str) -> Result<(), String> {
+            self.0.lock().unwrap().insert(image.to_owned());
+            Ok(())
+        }
+        fn forget_image(&self, image: &str) -> Result<(), String> {
+            self.0.lock().unwrap().remove(image);
+            Ok(())
+        }
+        fn load_images(&self) -> Result<Vec<String>, String> {
+            Ok(self.0.lock().unwrap().iter().cloned().collect())
+        }
+    }
+
+    fn spec(image: &str, policy: PullPolicy, archive: Option<&str>) -> ContainerSpec {
+        ContainerSpec {
+            image: image.to_owned(),
+            image_archive: archive.map(Into::into),
+            pull_policy: policy,
+            cpu_millis: None,
+            memory_bytes: None,
+        }
+    }
+
+    struct Harness {
+        engine: Arc<Engine>,
+        journal: Arc<Journal>,
+        handle: ImagesHandle,
+        events: mpsc::Receiver<ImageEvent>,
+        _shutdown: tokio_util::sync::DropGuard,
+    }
+
+    fn harness(engine: Engine) -> Harness {
+        let engine = Arc::new(engine);
+        let journal = Arc::new(Journal::default());
+        let (sender, events) = mpsc::channel(16);
+        let shutdown = CancellationToken::new();
+        let handle = spawn(
+            Arc::clone(&engine),
+            Arc::clone(&journal) as Arc<dyn ImageJournal>,
+            sender,
+            shutdown.clone(),
+        );
+        Harness {
+            engine,
+            journal,
+            handle,
+            events,
+            _shutdown: shutdown.drop_guard(),
+        }
+    }
+
+    fn prepare(harness: &Harness, specs: Vec<ContainerSpec>) {
+        let keep = specs.iter().map(|spec| spec.image.clone()).collect();
+        harness.handle.set_desired(ImagesDesired {
+            prepare: specs,
+            keep,
+        });
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_present_image_is_ready_without_a_pull() {
+        let engine = Engine::default();
+        engine.present.lock().unwrap().insert("app:1".into());
+        let mut harness = harness(engine);
+        prepare(
+            &harness,
+            vec![spec("app:1", PullPolicy::IfNotPresent, None)],
+        );
+        let event = harness.events.recv().await.unwrap();
+        assert_eq!(
+            event,
+            ImageEvent::Ready {
+                image: "app:1".into()
+            }
+        );
+        assert!(harness.engine.calls().is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failing_pull_is_retried_with_growing_jittered_waits_until_it_succeeds() {
+        let engine = Engine::default();
+        *engine.failing_pulls.lock().unwrap() = 3;
+        let mut harness = harness(engine);
+        let started = tokio::time::Instant::now();
+        prepare(
+            &harness,
+            vec![spec("app:2", PullPolicy::IfNotPresent, None)],
+        );
+        let mut retry_waits = Vec::new();
+        loop {
+            match harness.events.recv().await.unwrap() {
+                ImageEvent::Failed {
+                    attempt,
+                    retry_in,
+                    reason,
+                    ..
+                } => {
+                    assert_eq!(attempt as usize, retry_waits.len() + 1);
+                    assert!(reason.contains("connection reset"), "{reason}");
+                    retry_waits.push(retry_in);
+                }
+                ImageEvent::Ready { image } => {
+                    assert_eq!(image, "app:2");
+                    break;
+                }
+            }
+        }
+        assert_eq!(retry_waits.len(), 3);
+        for (index, wait) in retry_waits.iter().enumerate() {
+            // Full jitter under a ceiling of 2 s, 4 s, 8 s.
+            assert!(
+                *wait <= RETRY_INITIAL * 2u32.pow(index as u32),
+                "{retry_waits:?}"
+            );
+        }
+        assert!(started.elapsed() >= retry_waits.iter().sum::<Duration>());
+        assert_eq!(harness.engine.calls().len(), 4);
+        assert_eq!(
+            harness.journal.load_images().unwrap(),
+            vec!["app:2".to_owned()]
+        );
+        let shown = harness.handle.progress();
+        assert_eq!(shown["app:2"].phase, PreparationPhase::Present);
+        assert_eq!(shown["app:2"].failures, 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn policy_never_does_not_pull_and_always_pulls_a_present_image() {
+        let engine = Engine::default();
+        engine.present.lock().unwrap().insert("present:1".into());
+        let mut harness = harness(engine);
+        prepare(&harness, vec![spec("absent:1", PullPolicy::Never, None)]);
+        let ImageEvent::Failed { reason, .. } = harness.events.recv().await.unwrap() else {
+            panic!("expected a failure");
+        };
+        assert!(reason.contains("absent:1 is not present"), "{reason}");
+        prepare(&harness, vec![spec("present:1", PullPolicy::Always, None)]);
+        let event = harness.events.recv().await.unwrap();
+        assert_eq!(
+            event,
+            ImageEvent::Ready {
+                image: "present:1".into()
+            }
+        );
+        assert_eq!(harness.engine.calls(), ["pull present:1"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_archive_is_loaded_and_must_hold_the_image() {
+        let engine = Engine::default();
+        *engine.archive_holds.lock().unwrap() = vec!["other:9".into()];
+        let mut harness = harness(engine);
+        prepare(
+            &harness,
+            vec![spec(
+                "app:3",
+                PullPolicy::IfNotPresent,
+                Some("/images/app.tar"),
+            )],
+        );
+        let ImageEvent::Failed { reason, .. } = harness.events.recv().await.unwrap() else {
+            panic!("expected a failure");
+        };
+        assert!(reason.contains("holds other:9, not app:3"), "{reason}");
+        assert!(!harness
+            .engine
+            .calls()
+            .iter()
+            .any(|call| call.starts_with("pull")));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn only_recorded_images_that_nothing_keeps_are_removed() {
+        let engine = Engine::default();
+        engine.present.lock().unwrap().extend([
+            "old:1".to_owned(),
+            "stable:2".to_owned(),
+            "theirs:1".to_owned(),
+        ]);
+        let harness = harness(engine);
+        harness.journal.record_image("old:1").unwrap();
+        harness.journal.record_image("stable:2").unwrap();
+        harness.handle.set_desired(ImagesDesired {
+            prepare: Vec::new(),
+            keep: ["stable:2".to_owned()].into(),
+        });
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(harness.engine.calls(), ["remove old:1"]);
+        assert_eq!(
+            harness.journal.load_images().unwrap(),
+            vec!["stable:2".to_owned()]
+        );
+        assert!(harness.engine.present.lock().unwrap().contains("theirs:1"));
+    }
+}
