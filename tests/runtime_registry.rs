@@ -708,6 +708,10 @@ struct Faults {
     cut_after: Option<u64>,
     /// The next blob answer has the byte at this offset of its body flipped.
     flip_at: Option<u64>,
+    /// The next blob answer sends this many body bytes, then nothing more (a hung link).
+    stall_after: Option<u64>,
+    /// The next blob request reaches the registry without its `Range` (a server that ignores it).
+    drop_range: bool,
 }
 
 struct Relay {
@@ -748,13 +752,21 @@ impl Relay {
                 };
                 let relay = Arc::clone(&serving);
                 tokio::spawn(async move {
+                    // A cut answer closes its connection through this, once what was sent
+                    // before the cut has been flushed.
+                    let close = Arc::new(tokio::sync::Notify::new());
+                    let closing = Arc::clone(&close);
                     let service = hyper::service::service_fn(move |request| {
                         let relay = Arc::clone(&relay);
-                        async move { Ok::<_, Infallible>(relay.handle(request).await) }
+                        let close = Arc::clone(&closing);
+                        async move { Ok::<_, Infallible>(relay.handle(request, close).await) }
                     });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
+                    let connection = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service);
+                    tokio::select! {
+                        _ = connection => {}
+                        _ = close.notified() => {}
+                    }
                 });
             }
         });
@@ -771,6 +783,24 @@ impl Relay {
     fn flip(&self, blob: &Descriptor, at: u64) {
         let mut faults = self.faults.lock().unwrap();
         faults.entry(blob.digest.to_string()).or_default().flip_at = Some(at);
+    }
+
+    /// Hang the next answer of `blob` after `after` body bytes.
+    fn stall(&self, blob: &Descriptor, after: u64) {
+        let mut faults = self.faults.lock().unwrap();
+        faults
+            .entry(blob.digest.to_string())
+            .or_default()
+            .stall_after = Some(after);
+    }
+
+    /// Send the next request of `blob` on without its `Range`.
+    fn drop_range(&self, blob: &Descriptor) {
+        let mut faults = self.faults.lock().unwrap();
+        faults
+            .entry(blob.digest.to_string())
+            .or_default()
+            .drop_range = true;
     }
 
     fn domain(&self) -> String {
@@ -811,7 +841,11 @@ impl Relay {
         body_bytes
     }
 
-    async fn handle(&self, request: Request<Incoming>) -> Response<BoxBody<Bytes, BoxError>> {
+    async fn handle(
+        &self,
+        request: Request<Incoming>,
+        close: Arc<tokio::sync::Notify>,
+    ) -> Response<BoxBody<Bytes, BoxError>> {
         let path = request.uri().path().to_string();
         let authorization = request
             .headers()
@@ -864,8 +898,17 @@ impl Relay {
                 return response;
             }
         }
+        let faults = path
+            .rsplit_once("/blobs/")
+            .and_then(|(_, digest)| self.faults.lock().unwrap().remove(digest))
+            .unwrap_or_default();
         let mut upstream = Request::get(format!("http://{}{}", self.upstream, path));
-        for name in [http::header::ACCEPT, http::header::RANGE] {
+        let forwarded = if faults.drop_range {
+            &[http::header::ACCEPT][..]
+        } else {
+            &[http::header::ACCEPT, http::header::RANGE][..]
+        };
+        for name in forwarded.iter().cloned() {
             if let Some(value) = request.headers().get(&name) {
                 upstream = upstream.header(name, value);
             }
@@ -880,15 +923,12 @@ impl Relay {
         };
         let counter = self.log(&request, answer.status());
         let (parts, body) = answer.into_parts();
-        let faults = path
-            .rsplit_once("/blobs/")
-            .and_then(|(_, digest)| self.faults.lock().unwrap().remove(digest))
-            .unwrap_or_default();
         let tapped = Tapped {
             inner: body,
             sent: 0,
             faults,
             counter,
+            close: Some(close),
         };
         Response::from_parts(parts, tapped.boxed())
     }
@@ -910,6 +950,8 @@ struct Tapped {
     sent: u64,
     faults: Faults,
     counter: Arc<AtomicU64>,
+    /// Closes the connection (taken when the cut is reached).
+    close: Option<Arc<tokio::sync::Notify>>,
 }
 
 impl hyper::body::Body for Tapped {
@@ -922,7 +964,24 @@ impl hyper::body::Body for Tapped {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
         if this.faults.cut_after.is_some_and(|cut| this.sent >= cut) {
-            return Poll::Ready(Some(Err("the relay cut the connection".into())));
+            // Hold the answer (hyper flushes what it has), then close the connection short of
+            // its Content-Length: the client gets every byte counted here, then the end. (An
+            // error here instead makes hyper drop what it had not written yet.)
+            if let Some(close) = this.close.take() {
+                tokio::spawn(async move {
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                    close.notify_one();
+                });
+            }
+            return Poll::Pending;
+        }
+        if this
+            .faults
+            .stall_after
+            .is_some_and(|stall| this.sent >= stall)
+        {
+            // Never woken: the link hangs.
+            return Poll::Pending;
         }
         match Pin::new(&mut this.inner).poll_frame(context) {
             Poll::Pending => Poll::Pending,
@@ -931,7 +990,7 @@ impl hyper::body::Body for Tapped {
             Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
                 Err(frame) => Poll::Ready(Some(Ok(frame))),
                 Ok(mut data) => {
-                    if let Some(cut) = this.faults.cut_after {
+                    if let Some(cut) = this.faults.cut_after.or(this.faults.stall_after) {
                         let room = (cut - this.sent) as usize;
                         if data.len() > room {
                             data = data.slice(..room);
@@ -978,7 +1037,7 @@ async fn a_cut_download_resumes_from_where_it_broke_off() {
         panic!("a cut download is interrupted: {error:?}");
     };
     assert!(error.is_transient());
-    assert!(held > 0 && held <= CUT, "held {held} of the {CUT} sent");
+    assert_eq!(held, CUT, "every byte that arrived before the cut is kept");
     assert_eq!(
         sink.held(&layer).await.unwrap(),
         Held::Partial(held),
@@ -1230,5 +1289,63 @@ async fn the_token_flow_gets_a_token_and_redirected_blobs_get_no_authorization()
             .iter()
             .all(|logged| logged.authorization.is_none()),
         "the registry's Authorization never goes to another host: {store_calls:?}"
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs a registry; .ci/run starts it (tests/engines/registry.sh) and runs --ignored"]
+async fn a_hung_download_is_interrupted_and_a_server_that_ignores_range_restarts_it() {
+    let registry = registry();
+    const STALL: u64 = 1_200_000;
+    let pushed = push(
+        &registry,
+        "edgeroll/stall",
+        "v1",
+        &[("amd64", &[3_000_000])],
+    );
+    let relay = Relay::start("127.0.0.1:0", &registry, None, None).await;
+    let reference = Reference::parse(&format!("{}/edgeroll/stall:v1", relay.domain())).unwrap();
+    let client = client(Options {
+        stall_timeout: std::time::Duration::from_secs(1),
+        ..options("amd64")
+    });
+    let image = client.resolve(&reference).await.unwrap();
+    let layer = image.layers[0].clone();
+    let store = tempfile::tempdir().unwrap();
+    let sink = DirSink::new(store.path());
+
+    // The link hangs: after the stall timeout the fetch gives up, keeping what came.
+    relay.stall(&layer, STALL);
+    let error = client
+        .fetch_blob(&reference, &layer, &sink, |_| {})
+        .await
+        .unwrap_err();
+    println!("stall: {error}");
+    assert_eq!(
+        error.kind,
+        ErrorKind::Interrupted { held: STALL },
+        "{error}"
+    );
+    assert!(error.message.contains("nothing received for 1s"), "{error}");
+    assert_eq!(sink.held(&layer).await.unwrap(), Held::Partial(STALL));
+
+    // The next attempt asks for the rest, but the answer is the whole blob (200): the sink
+    // drops what it held and the blob is written from 0, not appended to.
+    relay.drop_range(&layer);
+    let fetched = client
+        .fetch_blob(&reference, &layer, &sink, |_| {})
+        .await
+        .unwrap();
+    let requests = relay.blob_requests(&layer.digest);
+    assert_eq!(
+        requests[1].range.as_deref(),
+        Some(format!("bytes={STALL}-").as_str())
+    );
+    assert_eq!(requests[1].status, 200);
+    assert_eq!(fetched.resumed_from, 0);
+    assert_eq!(fetched.received, layer.size);
+    assert_eq!(
+        std::fs::read(sink.blob_path(&layer.digest)).unwrap(),
+        pushed.blobs[&layer.digest]
     );
 }

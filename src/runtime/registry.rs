@@ -676,8 +676,9 @@ impl RegistryClient {
             let answer = self
                 .get_following(url, accept, range, authorization.as_deref(), what)
                 .await?;
-            if answer.response.status() != StatusCode::UNAUTHORIZED || attempt == 1 {
-                if authorization != cached {
+            let unauthorized = answer.response.status() == StatusCode::UNAUTHORIZED;
+            if !unauthorized || attempt == 1 {
+                if authorization != cached && !unauthorized {
                     if let Some(value) = &authorization {
                         self.remember_authorization(&key, value);
                     }
