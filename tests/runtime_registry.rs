@@ -399,6 +399,48 @@ proptest! {
 }
 
 // ----------------------------------------------------------------------------------------------
+// The directory sink.
+
+#[tokio::test]
+async fn the_dir_sink_commits_only_blobs_of_the_right_size_and_digest() {
+    let directory = tempfile::tempdir().unwrap();
+    let sink = DirSink::new(directory.path());
+    let bytes = random_bytes(100_000);
+    let blob = descriptor("application/octet-stream", &bytes, None);
+    assert_eq!(sink.held(&blob).await.unwrap(), Held::Partial(0));
+    sink.write(&blob, 0, &bytes[..60_000]).await.unwrap();
+    assert_eq!(sink.held(&blob).await.unwrap(), Held::Partial(60_000));
+    let error = sink.write(&blob, 10, &bytes[10..20]).await.unwrap_err();
+    assert!(error.0.contains("holds 60000"), "{error}");
+    let error = sink.commit(&blob).await.unwrap_err();
+    assert!(
+        error.0.contains("60000 bytes"),
+        "a short blob is refused: {error}"
+    );
+    assert!(!sink.blob_path(&blob.digest).exists());
+    let mut wrong = bytes[60_000..].to_vec();
+    wrong[0] ^= 1;
+    sink.write(&blob, 60_000, &wrong).await.unwrap();
+    let error = sink.commit(&blob).await.unwrap_err();
+    assert!(
+        error.0.contains("digest"),
+        "a corrupt blob is refused: {error}"
+    );
+    assert!(!sink.blob_path(&blob.digest).exists());
+    sink.discard(&blob).await.unwrap();
+    assert_eq!(sink.held(&blob).await.unwrap(), Held::Partial(0));
+    sink.write(&blob, 0, &bytes).await.unwrap();
+    sink.commit(&blob).await.unwrap();
+    assert_eq!(sink.held(&blob).await.unwrap(), Held::Complete);
+    assert_eq!(std::fs::read(sink.blob_path(&blob.digest)).unwrap(), bytes);
+    assert!(!sink.partial_path(&blob.digest).exists());
+    // An empty blob (an empty layer) needs no write.
+    let empty = descriptor("application/octet-stream", b"", None);
+    sink.commit(&empty).await.unwrap();
+    assert_eq!(sink.held(&empty).await.unwrap(), Held::Complete);
+}
+
+// ----------------------------------------------------------------------------------------------
 // A real registry.
 
 /// Where the engine script's registry listens (`127.0.0.1:PORT`).
@@ -714,14 +756,24 @@ struct Faults {
     drop_range: bool,
 }
 
+/// What a relay demands before it passes a request on.
+enum Gate {
+    /// Nothing.
+    Open,
+    /// `Bearer <token>` on /v2/; it serves `/token` itself to these basic credentials.
+    Token(String, Credentials),
+    /// Basic credentials on /v2/.
+    Basic(Credentials),
+}
+
 struct Relay {
     upstream: String,
     address: SocketAddr,
     client: Client<HttpConnector, Empty<Bytes>>,
     /// Faults for the next answer of a blob, by digest.
     faults: Mutex<std::collections::HashMap<String, Faults>>,
-    /// Demand `Bearer <token>` on /v2/ and serve `/token` (with these basic credentials).
-    token: Option<(String, Credentials)>,
+    /// What it demands of a client.
+    gate: Gate,
     /// Redirect blob GETs to this origin.
     redirect_blobs: Option<String>,
     log: Mutex<Vec<Logged>>,
@@ -731,7 +783,7 @@ impl Relay {
     async fn start(
         bind: &str,
         upstream: &str,
-        token: Option<(String, Credentials)>,
+        gate: Gate,
         redirect_blobs: Option<String>,
     ) -> Arc<Relay> {
         let listener = tokio::net::TcpListener::bind(bind).await.unwrap();
@@ -740,7 +792,7 @@ impl Relay {
             address: listener.local_addr().unwrap(),
             client: Client::builder(TokioExecutor::new()).build_http(),
             faults: Mutex::new(Default::default()),
-            token,
+            gate,
             redirect_blobs,
             log: Mutex::new(Vec::new()),
         });
@@ -852,7 +904,18 @@ impl Relay {
             .get(http::header::AUTHORIZATION)
             .and_then(|value| value.to_str().ok())
             .map(str::to_string);
-        if let Some((token, credentials)) = &self.token {
+        if let Gate::Basic(credentials) = &self.gate {
+            if authorization.as_deref() != Some(credentials.basic_header().as_str()) {
+                self.log(&request, StatusCode::UNAUTHORIZED);
+                let mut response = plain(StatusCode::UNAUTHORIZED, "");
+                response.headers_mut().insert(
+                    http::header::WWW_AUTHENTICATE,
+                    r#"Basic realm="edgeroll-test""#.parse().unwrap(),
+                );
+                return response;
+            }
+        }
+        if let Gate::Token(token, credentials) = &self.gate {
             if path == "/token" {
                 if authorization.as_deref() != Some(credentials.basic_header().as_str()) {
                     self.log(&request, StatusCode::UNAUTHORIZED);
@@ -1019,7 +1082,7 @@ async fn a_cut_download_resumes_from_where_it_broke_off() {
     const LAYER: usize = 6_000_000;
     const CUT: u64 = 2_500_000;
     let pushed = push(&registry, "edgeroll/resume", "v1", &[("amd64", &[LAYER])]);
-    let relay = Relay::start("127.0.0.1:0", &registry, None, None).await;
+    let relay = Relay::start("127.0.0.1:0", &registry, Gate::Open, None).await;
     let reference = Reference::parse(&format!("{}/edgeroll/resume:v1", relay.domain())).unwrap();
     let client = client(options("amd64"));
     let image = client.resolve(&reference).await.unwrap();
@@ -1081,6 +1144,53 @@ async fn a_cut_download_resumes_from_where_it_broke_off() {
     );
     assert_eq!(sink.held(&layer).await.unwrap(), Held::Complete);
 
+    // Three cuts in one layer: four attempts, each asking for the rest; a client that starts
+    // over each time would move 1.5 + 3 + 4.5 + 6 MB.
+    let store = tempfile::tempdir().unwrap();
+    let sink = DirSink::new(store.path());
+    let before = relay.blob_requests(&layer.digest).len();
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        if attempts <= 3 {
+            relay.cut(&layer, 1_500_000);
+        }
+        match client.fetch_blob(&reference, &layer, &sink, |_| {}).await {
+            Ok(_) => break,
+            Err(error) => assert!(
+                matches!(error.kind, ErrorKind::Interrupted { .. }),
+                "{error}"
+            ),
+        }
+        assert!(attempts < 10);
+    }
+    let requests = &relay.blob_requests(&layer.digest)[before..];
+    let ranges: Vec<_> = requests.iter().map(|logged| logged.range.clone()).collect();
+    assert_eq!(
+        ranges,
+        vec![
+            None,
+            Some("bytes=1500000-".to_string()),
+            Some("bytes=3000000-".to_string()),
+            Some("bytes=4500000-".to_string())
+        ]
+    );
+    let relayed: u64 = requests
+        .iter()
+        .map(|logged| logged.body_bytes.load(Ordering::SeqCst))
+        .sum();
+    println!(
+        "three cuts: {attempts} attempts, ranges {ranges:?}, {relayed} bytes relayed for a {}-byte layer ({:.3}x; starting over each time: {:.3}x)",
+        layer.size,
+        relayed as f64 / layer.size as f64,
+        (1_500_000.0 + 3_000_000.0 + 4_500_000.0 + layer.size as f64) / layer.size as f64
+    );
+    assert_eq!(relayed, layer.size);
+    assert_eq!(
+        std::fs::read(sink.blob_path(&layer.digest)).unwrap(),
+        pushed.blobs[&layer.digest]
+    );
+
     // Through `pull`, with progress: a cut, then a pull that resumes, counting from what is held.
     let store = tempfile::tempdir().unwrap();
     let sink = DirSink::new(store.path());
@@ -1125,7 +1235,7 @@ async fn a_corrupted_blob_fails_its_digest_and_is_never_committed() {
         "v1",
         &[("amd64", &[3_000_000])],
     );
-    let relay = Relay::start("127.0.0.1:0", &registry, None, None).await;
+    let relay = Relay::start("127.0.0.1:0", &registry, Gate::Open, None).await;
     let reference = Reference::parse(&format!("{}/edgeroll/corrupt:v1", relay.domain())).unwrap();
     let client = client(options("amd64"));
     let image = client.resolve(&reference).await.unwrap();
@@ -1196,7 +1306,7 @@ async fn the_token_flow_gets_a_token_and_redirected_blobs_get_no_authorization()
         &[("amd64", &[1_000_000, 500_000])],
     );
     // The "object store" blobs are redirected to: another loopback host, no auth of its own.
-    let store_relay = Relay::start("127.0.0.2:0", &registry, None, None).await;
+    let store_relay = Relay::start("127.0.0.2:0", &registry, Gate::Open, None).await;
     let credentials = Credentials {
         username: "site-7".to_string(),
         password: "s3cret".to_string(),
@@ -1204,7 +1314,7 @@ async fn the_token_flow_gets_a_token_and_redirected_blobs_get_no_authorization()
     let gateway = Relay::start(
         "127.0.0.1:0",
         &registry,
-        Some(("tok-123".to_string(), credentials.clone())),
+        Gate::Token("tok-123".to_string(), credentials.clone()),
         Some(format!("http://{}", store_relay.address)),
     )
     .await;
@@ -1303,7 +1413,7 @@ async fn a_hung_download_is_interrupted_and_a_server_that_ignores_range_restarts
         "v1",
         &[("amd64", &[3_000_000])],
     );
-    let relay = Relay::start("127.0.0.1:0", &registry, None, None).await;
+    let relay = Relay::start("127.0.0.1:0", &registry, Gate::Open, None).await;
     let reference = Reference::parse(&format!("{}/edgeroll/stall:v1", relay.domain())).unwrap();
     let client = client(Options {
         stall_timeout: std::time::Duration::from_secs(1),
@@ -1347,5 +1457,117 @@ async fn a_hung_download_is_interrupted_and_a_server_that_ignores_range_restarts
     assert_eq!(
         std::fs::read(sink.blob_path(&layer.digest)).unwrap(),
         pushed.blobs[&layer.digest]
+    );
+}
+
+/// A TLS terminator on 127.0.0.1 in front of `upstream` (plain TCP), with a fresh self-signed
+/// certificate for 127.0.0.1; returns its address and the certificate's PEM.
+async fn tls_terminator(upstream: SocketAddr) -> (SocketAddr, String) {
+    edgeroll::provider::http_client::install_crypto_provider();
+    let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+    let pem = certified.cert.pem();
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(certified.key_pair.serialize_der().into());
+    let config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(vec![certified.cert.der().clone()], key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(stream).await else {
+                    return;
+                };
+                let Ok(mut plain) = tokio::net::TcpStream::connect(upstream).await else {
+                    return;
+                };
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+            });
+        }
+    });
+    (address, pem)
+}
+
+#[tokio::test]
+#[ignore = "needs a registry; .ci/run starts it (tests/engines/registry.sh) and runs --ignored"]
+async fn basic_credentials_over_https_with_the_site_ca_file() {
+    let registry = registry();
+    let pushed = push(&registry, "edgeroll/tls", "v1", &[("amd64", &[700_000])]);
+    let credentials = Credentials {
+        username: "site-9".to_string(),
+        password: "pa:ss".to_string(),
+    };
+    let relay = Relay::start(
+        "127.0.0.1:0",
+        &registry,
+        Gate::Basic(credentials.clone()),
+        None,
+    )
+    .await;
+    let (address, pem) = tls_terminator(relay.address).await;
+    let domain = address.to_string();
+    let reference = Reference::parse(&format!("{domain}/edgeroll/tls:v1")).unwrap();
+    let directory = tempfile::tempdir().unwrap();
+    let ca_file = directory.path().join("ca.pem");
+    std::fs::write(&ca_file, pem).unwrap();
+
+    // Over plain HTTP (the loopback default) a TLS server is unreachable.
+    let error = client(options("amd64"))
+        .resolve(&reference)
+        .await
+        .unwrap_err();
+    assert_eq!(error.kind, ErrorKind::Unavailable, "{error}");
+
+    // HTTPS without the CA: the certificate is refused.
+    let https = Options {
+        https_loopback: vec![domain.clone()],
+        ..options("amd64")
+    };
+    let error = client(https.clone()).resolve(&reference).await.unwrap_err();
+    println!("unknown CA: {error}");
+    assert!(error.message.contains("certificate"), "{error}");
+
+    // With the CA but no credentials: the Basic challenge is denied, not transient.
+    let trusted = Options {
+        ca_file: Some(ca_file.clone()),
+        ..https
+    };
+    let error = client(trusted.clone())
+        .resolve(&reference)
+        .await
+        .unwrap_err();
+    println!("basic without credentials: {error}");
+    assert_eq!(error.kind, ErrorKind::Denied);
+    assert!(!error.is_transient());
+
+    let mut with_credentials = trusted;
+    with_credentials
+        .credentials
+        .insert(domain.clone(), credentials.clone());
+    let client = client(with_credentials);
+    let store = tempfile::tempdir().unwrap();
+    let sink = DirSink::new(store.path());
+    let (progress, _watcher) = watch::channel(PullProgress::default());
+    let image = client.pull(&reference, &sink, &progress).await.unwrap();
+    for blob in image.blobs() {
+        assert_eq!(
+            std::fs::read(sink.blob_path(&blob.digest)).unwrap(),
+            pushed.blobs[&blob.digest]
+        );
+    }
+    let passed: Vec<_> = relay
+        .requests()
+        .into_iter()
+        .filter(|logged| logged.status != 401)
+        .collect();
+    assert!(!passed.is_empty());
+    assert!(
+        passed
+            .iter()
+            .all(|logged| logged.authorization.as_deref()
+                == Some(credentials.basic_header().as_str()))
     );
 }

@@ -120,6 +120,9 @@ pub struct Options {
     /// Registries (as in references, e.g. `registry.lan:5000`) reached over plain HTTP;
     /// loopback registries always are.
     pub insecure: Vec<String>,
+    /// Loopback registries (as in references) reached over HTTPS after all: a site-local
+    /// registry or mirror with a certificate.
+    pub https_loopback: Vec<String>,
     /// Credentials by registry (as in references); anonymous elsewhere.
     pub credentials: BTreeMap<String, Credentials>,
     /// Extra CA certificates (PEM) besides the system's.
@@ -138,6 +141,7 @@ impl Default for Options {
     fn default() -> Options {
         Options {
             insecure: Vec::new(),
+            https_loopback: Vec::new(),
             credentials: BTreeMap::new(),
             ca_file: None,
             platform: Platform::host(),
@@ -251,13 +255,15 @@ impl RegistryClient {
         })
     }
 
-    /// `http` for loopback and insecure registries, `https` otherwise.
+    /// `http` for loopback (unless listed in `https_loopback`) and insecure registries,
+    /// `https` otherwise.
     fn scheme(&self, reference: &Reference) -> &'static str {
         let host = reference.hostname();
         let loopback = host.eq_ignore_ascii_case("localhost")
             || host
                 .parse::<std::net::IpAddr>()
                 .is_ok_and(|address| address.is_loopback());
+        let loopback = loopback && !self.options.https_loopback.contains(&reference.domain);
         if loopback || self.options.insecure.contains(&reference.domain) {
             "http"
         } else {
