@@ -1031,3 +1031,69 @@ async fn read_limited(
         Ok(Ok(collected)) => Ok(collected.to_bytes()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redirects_keep_the_authorization_only_on_the_same_origin() {
+        let origin = origin_of("https://registry.example:443/v2/app/blobs/x");
+        assert_eq!(origin.as_deref(), Some("https://registry.example"));
+        assert_eq!(
+            origin_of("HTTP://Host:80/x").as_deref(),
+            Some("http://host")
+        );
+        assert_eq!(
+            origin_of("http://host:5000/x").as_deref(),
+            Some("http://host:5000")
+        );
+        assert_ne!(origin_of("https://host/x"), origin_of("http://host/x"));
+        assert_eq!(
+            resolve_location("http://h:5000/v2/a/blobs/d", "/store/d?sig=1").as_deref(),
+            Some("http://h:5000/store/d?sig=1")
+        );
+        assert_eq!(
+            resolve_location("http://h:5000/v2/a/blobs/d", "https://s3.example/b/d").as_deref(),
+            Some("https://s3.example/b/d")
+        );
+        assert_eq!(
+            resolve_location("http://h/v2/a/blobs/d", "other").as_deref(),
+            Some("http://h/v2/a/blobs/other")
+        );
+    }
+
+    #[test]
+    fn content_ranges_and_registry_errors_are_read() {
+        assert_eq!(content_range_start("bytes 100-199/200"), Some(100));
+        assert_eq!(content_range_start("bytes */200"), None);
+        assert_eq!(content_range_start("items 1-2/3"), None);
+        assert_eq!(
+            registry_error_text(
+                br#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown"}]}"#
+            ),
+            ": MANIFEST_UNKNOWN manifest unknown"
+        );
+        assert_eq!(registry_error_text(b"<html>"), "");
+        assert_eq!(status_kind(StatusCode::NOT_FOUND), ErrorKind::NotFound);
+        assert_eq!(status_kind(StatusCode::BAD_GATEWAY), ErrorKind::Unavailable);
+        assert_eq!(
+            status_kind(StatusCode::TOO_MANY_REQUESTS),
+            ErrorKind::Unavailable
+        );
+        assert_eq!(status_kind(StatusCode::FORBIDDEN), ErrorKind::Denied);
+    }
+
+    #[test]
+    fn credentials_never_show_in_debug() {
+        let credentials = Credentials {
+            username: "u".to_string(),
+            password: "hunter2".to_string(),
+        };
+        let mut options = Options::default();
+        options
+            .credentials
+            .insert("r.example".to_string(), credentials);
+        assert!(!format!("{options:?}").contains("hunter2"));
+    }
+}
