@@ -17,6 +17,7 @@ pub mod docker;
 pub mod images;
 mod probe;
 pub mod process;
+pub mod registry;
 mod supervisor;
 
 use std::future::Future;
