@@ -47,8 +47,17 @@ use crate::time::Timestamp;
 const REQUEST_TIMEOUT_SECONDS: u64 = 120;
 /// How long a container may take to go away after SIGKILL before the stop is an error.
 const AFTER_KILL: Duration = Duration::from_secs(10);
-/// Between two inspections while the wait endpoint fails.
-const POLL: Duration = Duration::from_secs(1);
+/// Between two inspections of a running instance (the wait endpoint usually answers first).
+const POLL_RUNNING: Duration = Duration::from_secs(5);
+/// Between two inspections of a container that was just signalled.
+const POLL_STOPPING: Duration = Duration::from_millis(250);
+/// How often, and how long apart, an inspection that met podman's `stopped` is asked again.
+const STOPPED_RETRIES: u32 = 40;
+const STOPPED_RETRY: Duration = Duration::from_millis(250);
+/// Between two inspections of a running job.
+const POLL_JOB: Duration = Duration::from_secs(1);
+/// Before asking the wait endpoint again after it failed.
+const WAIT_RETRY: Duration = Duration::from_secs(1);
 /// How much of a job's output is kept, per stream.
 const JOB_OUTPUT_BYTES: usize = 4096;
 
@@ -173,12 +182,25 @@ impl DockerRuntime {
     }
 
     /// Inspect a container; `None` when the engine does not know it.
+    ///
+    /// podman shows a container that has just exited, before its cleanup, in a state
+    /// `stopped` that the Docker API (and bollard) does not know, so the answer does not parse;
+    /// it turns `exited` within moments, so that answer is asked again for a while.
     async fn inspect(&self, target: &str) -> Result<Option<ContainerInspectResponse>, Error> {
         let docker = self.docker().await?;
-        match docker.inspect_container(target, None).await {
-            Ok(inspect) => Ok(Some(inspect)),
-            Err(error) if status_of(&error) == Some(404) => Ok(None),
-            Err(error) => Err(engine_error(&format!("inspect container {target}"), error)),
+        let mut attempts = 0;
+        loop {
+            match docker.inspect_container(target, None).await {
+                Ok(inspect) => return Ok(Some(inspect)),
+                Err(error) if status_of(&error) == Some(404) => return Ok(None),
+                Err(error) if is_podman_stopped(&error) && attempts < STOPPED_RETRIES => {
+                    attempts += 1;
+                    tokio::time::sleep(STOPPED_RETRY).await;
+                }
+                Err(error) => {
+                    return Err(engine_error(&format!("inspect container {target}"), error))
+                }
+            }
         }
     }
 
@@ -214,31 +236,45 @@ impl DockerRuntime {
         }
     }
 
-    /// Resolve once the container is not running: the wait endpoint, falling back to polling
-    /// inspect when it fails (an engine restart, a timeout of the request).
-    async fn wait_not_running(&self, target: &str) {
-        loop {
-            if let Ok(docker) = self.docker().await {
-                let options = WaitContainerOptions {
-                    condition: "not-running".to_string(),
-                };
-                let mut stream = docker.wait_container(target, Some(options));
-                match stream.next().await {
-                    Some(Ok(_)) => return,
-                    // A non-zero exit code comes as this error: it exited.
-                    Some(Err(BollardError::DockerContainerWaitError { .. })) => return,
-                    Some(Err(error)) if status_of(&error) == Some(404) => return,
-                    Some(Err(error)) => {
-                        tracing::debug!(%target, %error, "wait failed; inspecting instead")
+    /// Resolve once the container is not running: the wait endpoint, raced against inspecting
+    /// it every `poll` (the wait request can fail, time out, or under load answer late on
+    /// podman; inspection settles it).
+    async fn wait_not_running(&self, target: &str, poll: Duration) {
+        let waited = async {
+            loop {
+                if let Ok(docker) = self.docker().await {
+                    let options = WaitContainerOptions {
+                        condition: "not-running".to_string(),
+                    };
+                    let mut stream = docker.wait_container(target, Some(options));
+                    match stream.next().await {
+                        Some(Ok(_)) => return,
+                        // A non-zero exit code comes as this error: it exited.
+                        Some(Err(BollardError::DockerContainerWaitError { .. })) => return,
+                        Some(Err(error)) if status_of(&error) == Some(404) => return,
+                        Some(Err(error)) => {
+                            tracing::debug!(%target, %error, "wait failed; inspecting instead");
+                        }
+                        None => {}
                     }
-                    None => {}
+                }
+                // Only the polling below ends this now, until the next attempt.
+                tokio::time::sleep(WAIT_RETRY).await;
+            }
+        };
+        let polled = async {
+            loop {
+                tokio::time::sleep(poll).await;
+                match self.inspect(target).await {
+                    Ok(None) => return,
+                    Ok(Some(inspect)) if !is_running(&inspect) => return,
+                    Ok(Some(_)) | Err(_) => {}
                 }
             }
-            match self.inspect(target).await {
-                Ok(None) => return,
-                Ok(Some(inspect)) if !is_running(&inspect) => return,
-                Ok(Some(_)) | Err(_) => tokio::time::sleep(POLL).await,
-            }
+        };
+        tokio::select! {
+            () = waited => {}
+            () = polled => {}
         }
     }
 
@@ -371,7 +407,7 @@ impl Runtime for DockerRuntime {
         let signal = record.template.stop_signal();
         if signal != StopSignal::Kill {
             self.kill(&target, signal.name()).await?;
-            if tokio::time::timeout(grace, self.wait_not_running(&target))
+            if tokio::time::timeout(grace, self.wait_not_running(&target, POLL_STOPPING))
                 .await
                 .is_err()
             {
@@ -379,7 +415,7 @@ impl Runtime for DockerRuntime {
             }
         }
         self.kill(&target, StopSignal::Kill.name()).await?;
-        if tokio::time::timeout(AFTER_KILL, self.wait_not_running(&target))
+        if tokio::time::timeout(AFTER_KILL, self.wait_not_running(&target, POLL_STOPPING))
             .await
             .is_err()
         {
@@ -417,7 +453,8 @@ impl Runtime for DockerRuntime {
     }
 
     async fn wait_exited(&self, record: &InstanceRecord) {
-        self.wait_not_running(&Self::target(record)).await;
+        self.wait_not_running(&Self::target(record), POLL_RUNNING)
+            .await;
     }
 
     async fn bound_logs(&self, _record: &InstanceRecord) -> Result<(), Error> {
@@ -425,7 +462,32 @@ impl Runtime for DockerRuntime {
         Ok(())
     }
 
-    fn release(&self, _record: &InstanceRecord) {}
+    /// A dead instance's container is removed in the background (a stopped one is gone
+    /// already): the supervisor restarts it under a new id, and a crash loop must not pile up
+    /// exited containers. Never forced, so a container that still runs is left alone.
+    fn release(&self, record: &InstanceRecord) {
+        let (Some(engine), Ok(runtime)) =
+            (self.engine.get(), tokio::runtime::Handle::try_current())
+        else {
+            return;
+        };
+        let docker = engine.docker.clone();
+        let target = Self::target(record);
+        runtime.spawn(async move {
+            let options = RemoveContainerOptions {
+                force: false,
+                v: true,
+                link: false,
+            };
+            match docker.remove_container(&target, Some(options)).await {
+                Ok(()) => tracing::debug!(%target, "removed a dead instance's container"),
+                Err(error) if matches!(status_of(&error), Some(404 | 409)) => {}
+                Err(error) => {
+                    tracing::warn!(%target, %error, "could not remove a dead instance's container")
+                }
+            }
+        });
+    }
 
     fn logs_hint(&self, record: &InstanceRecord) -> String {
         let podman = self.engine.get().is_some_and(|engine| engine.podman);
@@ -490,7 +552,8 @@ impl Runtime for DockerRuntime {
         };
         let inspect = self.create_and_start(&job.name, body, &job.image).await?;
         let target = inspect.id.unwrap_or_else(|| job.name.clone());
-        let finished = tokio::time::timeout(job.deadline, self.wait_not_running(&target)).await;
+        let finished =
+            tokio::time::timeout(job.deadline, self.wait_not_running(&target, POLL_JOB)).await;
         let exit_code = match finished {
             Ok(()) => self
                 .inspect(&target)
@@ -501,7 +564,9 @@ impl Runtime for DockerRuntime {
             Err(_) => {
                 tracing::warn!(job = %job.name, deadline = ?job.deadline, "job ran past its deadline; killing it");
                 self.kill(&target, StopSignal::Kill.name()).await?;
-                let _ = tokio::time::timeout(AFTER_KILL, self.wait_not_running(&target)).await;
+                let _ =
+                    tokio::time::timeout(AFTER_KILL, self.wait_not_running(&target, POLL_STOPPING))
+                        .await;
                 None
             }
         };
@@ -530,6 +595,11 @@ fn status_of(error: &BollardError) -> Option<u16> {
         BollardError::DockerResponseServerError { status_code, .. } => Some(*status_code),
         _ => None,
     }
+}
+
+/// podman's transient `stopped` state, which does not parse as a Docker container state.
+fn is_podman_stopped(error: &BollardError) -> bool {
+    matches!(error, BollardError::JsonDataError { message, .. } if message.contains("`stopped`"))
 }
 
 fn is_not_running(error: &BollardError) -> bool {
@@ -628,6 +698,16 @@ mod tests {
             expected
         );
         assert_eq!(parse_engine_time("0001-01-01T00:00:00Z"), None);
+    }
+
+    #[test]
+    fn podmans_stopped_state_is_recognised() {
+        let stopped = BollardError::JsonDataError {
+            message: "unknown variant `stopped`, expected one of ``, `created`".to_string(),
+            column: 193,
+        };
+        assert!(is_podman_stopped(&stopped));
+        assert!(!is_podman_stopped(&BollardError::RequestTimeoutError));
     }
 
     #[test]

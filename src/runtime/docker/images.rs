@@ -178,22 +178,36 @@ fn stream_error(what: &str, message: String) -> Error {
     }
 }
 
-/// Download progress per layer id, from the pull stream's `progressDetail`.
+/// Download progress per layer id, from the pull stream's `progressDetail`. podman's compat API
+/// (4.3) reports no bytes at all, only each layer's "Pulling fs layer" and "Download complete":
+/// then only the layer count moves.
 #[derive(Default)]
 struct Layers {
-    /// Layer id → (bytes downloaded, bytes in total if known).
-    layers: BTreeMap<String, (u64, Option<u64>)>,
+    layers: BTreeMap<String, Layer>,
     status: String,
+}
+
+#[derive(Default)]
+struct Layer {
+    done: u64,
+    total: Option<u64>,
+    complete: bool,
 }
 
 impl Layers {
     fn update(&mut self, info: &CreateImageInfo) {
         let status = info.status.clone().unwrap_or_default();
-        let Some(id) = info.id.clone() else {
+        let layer_id = info.id.clone().filter(|_| {
+            // The tag's "Pulling from …" line carries the tag as its id: not a layer.
+            !status.starts_with("Pulling from")
+                && !status.starts_with("Digest:")
+                && !status.starts_with("Status:")
+        });
+        let Some(id) = layer_id else {
             self.status = status;
             return;
         };
-        let entry = self.layers.entry(id).or_insert((0, None));
+        let layer = self.layers.entry(id).or_default();
         let detail = info.progress_detail.as_ref();
         let current = detail
             .and_then(|detail| detail.current)
@@ -204,18 +218,19 @@ impl Layers {
             .filter(|total| *total > 0);
         match status.as_str() {
             // Extraction reports its own current/total: not bytes fetched.
-            "Extracting" => {}
-            "Download complete" | "Pull complete" | "Already exists" => {
-                if let Some(total) = entry.1 {
-                    entry.0 = total;
+            "Extracting" | "Pull complete" => {}
+            "Download complete" | "Already exists" => {
+                layer.complete = true;
+                if let Some(total) = layer.total {
+                    layer.done = total;
                 }
             }
             _ => {
                 if let Some(current) = current {
-                    entry.0 = current;
+                    layer.done = current;
                 }
                 if total.is_some() {
-                    entry.1 = total;
+                    layer.total = total;
                 }
             }
         }
@@ -223,17 +238,13 @@ impl Layers {
     }
 
     fn progress(&self) -> PullProgress {
-        let done_bytes = self.layers.values().map(|(done, _)| done).sum();
+        let done_bytes = self.layers.values().map(|layer| layer.done).sum();
         let totals: Vec<u64> = self
             .layers
             .values()
-            .filter_map(|(_, total)| *total)
+            .filter_map(|layer| layer.total)
             .collect();
-        let complete = self
-            .layers
-            .values()
-            .filter(|(done, total)| total.is_some_and(|total| *done >= total))
-            .count();
+        let complete = self.layers.values().filter(|layer| layer.complete).count();
         PullProgress {
             done_bytes,
             total_bytes: (!totals.is_empty()).then(|| totals.iter().sum()),
@@ -241,7 +252,7 @@ impl Layers {
                 self.status.clone()
             } else {
                 format!(
-                    "{}: {complete} of {} layers",
+                    "{}: {complete} of {} layers downloaded",
                     self.status,
                     self.layers.len()
                 )
@@ -295,7 +306,27 @@ mod tests {
         let progress = layers.progress();
         assert_eq!(progress.done_bytes, 1100);
         assert_eq!(progress.total_bytes, Some(1500));
-        assert_eq!(progress.detail, "Extracting: 1 of 2 layers");
+        assert_eq!(progress.detail, "Extracting: 1 of 2 layers downloaded");
+    }
+
+    #[test]
+    fn without_bytes_the_layer_count_moves_and_the_tag_is_no_layer() {
+        let mut layers = Layers::default();
+        layers.update(&CreateImageInfo {
+            id: Some("1".to_string()),
+            status: Some("Pulling from edgeroll-test/pull".to_string()),
+            ..CreateImageInfo::default()
+        });
+        layers.update(&info("a", "Pulling fs layer", 0, 0));
+        layers.update(&info("b", "Pulling fs layer", 0, 0));
+        layers.update(&info("a", "Download complete", 0, 0));
+        let progress = layers.progress();
+        assert_eq!(progress.done_bytes, 0);
+        assert_eq!(progress.total_bytes, None);
+        assert_eq!(
+            progress.detail,
+            "Download complete: 1 of 2 layers downloaded"
+        );
     }
 
     #[test]
