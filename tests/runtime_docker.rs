@@ -524,8 +524,34 @@ async fn the_sweep_removes_unnamed_containers_of_ours_and_never_touches_others(e
     let foreign_labels = HashMap::from([("io.edgeroll.service".to_string(), SERVICE.to_string())]);
     let foreign = run_outside(&engine, FOREIGN, foreign_labels).await;
 
-    let harness = Harness::start(&engine, Arc::default(), Duration::from_secs(5));
+    // Ours and journaled, but not what the record asked for (its spec-hash differs): not
+    // adopted, and removed by the sweep.
+    let stale_record = InstanceRecord {
+        id: "web-r1-stale".to_string(),
+        service: SERVICE.to_string(),
+        revision: 1,
+        template: http_template(IMAGE, "1.0", StopBehaviour::ExitOnTerm),
+        address: "127.0.0.1:1".parse().unwrap(),
+        pid: 0,
+        start_ticks: 0,
+        started_at: Default::default(),
+        log_path: PathBuf::new(),
+        container: None,
+    };
+    let stale_labels = HashMap::from([
+        ("io.edgeroll.managed".to_string(), "true".to_string()),
+        ("io.edgeroll.instance".to_string(), stale_record.id.clone()),
+        ("io.edgeroll.spec-hash".to_string(), "0000".to_string()),
+        ("io.edgeroll.role".to_string(), "instance".to_string()),
+    ]);
+    let stale = run_outside(&engine, "edgeroll-web-r1-stale", stale_labels).await;
+    let journal: Arc<MemJournal> = Arc::default();
+    journal.save_instance(&stale_record).unwrap();
+
+    let harness = Harness::start(&engine, journal.clone(), Duration::from_secs(5));
     engine.wait_container_gone(&orphan).await;
+    engine.wait_container_gone(&stale).await;
+    assert!(journal.ids().is_empty(), "{:?}", journal.ids());
     tokio::time::sleep(Duration::from_secs(1)).await;
     let running = engine
         .inspect(&foreign)

@@ -15,30 +15,30 @@
 //! every call made while it is unreachable fails transiently, so the supervisor retries.
 
 mod images;
+mod jobs;
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use bollard::container::LogOutput;
 use bollard::errors::Error as BollardError;
 use bollard::models::{
     ContainerCreateBody, ContainerInspectResponse, HostConfig, HostConfigLogConfig, RestartPolicy,
     RestartPolicyNameEnum,
 };
 use bollard::query_parameters::{
-    CreateContainerOptions, KillContainerOptions, ListContainersOptions, LogsOptions,
-    RemoveContainerOptions, WaitContainerOptions,
+    CreateContainerOptions, KillContainerOptions, ListContainersOptions, RemoveContainerOptions,
+    WaitContainerOptions,
 };
 use bollard::Docker;
 use futures_util::StreamExt;
-use tokio::sync::{watch, OnceCell};
+use tokio::sync::OnceCell;
 
 use super::process::free_loopback_port;
 use super::{
     container_name, container_process, Adoption, ContainerJob, ContainerLabels, EngineConfig,
-    Error, Images, InstanceRecord, JobOutcome, Runtime, StartRequest,
+    Error, InstanceRecord, JobOutcome, Runtime, StartRequest,
 };
 use crate::spec::StopSignal;
 use crate::time::Timestamp;
@@ -54,12 +54,8 @@ const POLL_STOPPING: Duration = Duration::from_millis(250);
 /// How often, and how long apart, an inspection that met podman's `stopped` is asked again.
 const STOPPED_RETRIES: u32 = 40;
 const STOPPED_RETRY: Duration = Duration::from_millis(250);
-/// Between two inspections of a running job.
-const POLL_JOB: Duration = Duration::from_secs(1);
 /// Before asking the wait endpoint again after it failed.
 const WAIT_RETRY: Duration = Duration::from_secs(1);
-/// How much of a job's output is kept, per stream.
-const JOB_OUTPUT_BYTES: usize = 4096;
 
 /// A connected engine: the client (API version negotiated) and what kind of engine it is.
 #[derive(Debug)]
@@ -315,31 +311,6 @@ impl DockerRuntime {
             }),
         }
     }
-
-    /// The end of a container's output, stdout and stderr.
-    async fn output_tail(&self, target: &str) -> Result<(String, String), Error> {
-        let docker = self.docker().await?;
-        let options = LogsOptions {
-            stdout: true,
-            stderr: true,
-            tail: "500".to_string(),
-            ..LogsOptions::default()
-        };
-        let mut stream = docker.logs(target, Some(options));
-        let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
-        while let Some(item) = stream.next().await {
-            match item {
-                Ok(LogOutput::StdErr { message }) => stderr.extend_from_slice(&message),
-                Ok(
-                    LogOutput::StdOut { message }
-                    | LogOutput::Console { message }
-                    | LogOutput::StdIn { message },
-                ) => stdout.extend_from_slice(&message),
-                Err(error) => return Err(engine_error(&format!("read logs of {target}"), error)),
-            }
-        }
-        Ok((tail_text(&stdout), tail_text(&stderr)))
-    }
 }
 
 impl Runtime for DockerRuntime {
@@ -533,51 +504,7 @@ impl Runtime for DockerRuntime {
     }
 
     async fn run_job(&self, job: &ContainerJob) -> Result<JobOutcome, Error> {
-        if !self.present(&job.image).await? {
-            let (progress, _) = watch::channel(super::PullProgress::default());
-            self.pull(&job.image, &progress).await?;
-        }
-        // A container of the same name is a leftover of an earlier run of this job.
-        self.remove(&job.name).await?;
-        let labels = HashMap::from([
-            (ContainerLabels::MANAGED.to_string(), "true".to_string()),
-            (ContainerLabels::ROLE.to_string(), "job".to_string()),
-        ]);
-        let body = ContainerCreateBody {
-            image: Some(job.image.clone()),
-            entrypoint: (!job.command.is_empty()).then(|| job.command.clone()),
-            labels: Some(labels),
-            host_config: Some(self.host_config(None, None)),
-            ..ContainerCreateBody::default()
-        };
-        let inspect = self.create_and_start(&job.name, body, &job.image).await?;
-        let target = inspect.id.unwrap_or_else(|| job.name.clone());
-        let finished =
-            tokio::time::timeout(job.deadline, self.wait_not_running(&target, POLL_JOB)).await;
-        let exit_code = match finished {
-            Ok(()) => self
-                .inspect(&target)
-                .await?
-                .and_then(|inspect| inspect.state)
-                .and_then(|state| state.exit_code)
-                .and_then(|code| i32::try_from(code).ok()),
-            Err(_) => {
-                tracing::warn!(job = %job.name, deadline = ?job.deadline, "job ran past its deadline; killing it");
-                self.kill(&target, StopSignal::Kill.name()).await?;
-                let _ =
-                    tokio::time::timeout(AFTER_KILL, self.wait_not_running(&target, POLL_STOPPING))
-                        .await;
-                None
-            }
-        };
-        let output = self.output_tail(&target).await;
-        self.remove(&target).await?;
-        let (stdout, stderr) = output?;
-        Ok(JobOutcome {
-            exit_code,
-            stdout,
-            stderr,
-        })
+        self.job(job).await
     }
 }
 
@@ -645,15 +572,10 @@ fn parse_engine_time(text: &str) -> Option<Timestamp> {
     Some(Timestamp::from_millis(u64::try_from(millis).ok()?))
 }
 
-/// The last [`JOB_OUTPUT_BYTES`] of `bytes`, lossily decoded.
-fn tail_text(bytes: &[u8]) -> String {
-    let start = bytes.len().saturating_sub(JOB_OUTPUT_BYTES);
-    String::from_utf8_lossy(&bytes[start..]).into_owned()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::runtime::Images;
 
     fn config(socket: Option<&str>) -> EngineConfig {
         EngineConfig {
