@@ -725,6 +725,21 @@ async fn images_load_present_remove_and_a_wrong_archive_fails_clearly(engine: En
     assert!(!runtime.present(image).await.unwrap());
     runtime.remove(image).await.unwrap();
 
+    // Starting an instance never pulls: a missing image is an error, and no container is left.
+    let request = StartRequest {
+        id: "web-r1-missing".to_string(),
+        service: SERVICE.to_string(),
+        revision: 1,
+        template: http_template(image, "1.0", StopBehaviour::ExitOnTerm),
+    };
+    let error = runtime.start(&request).await.unwrap_err();
+    assert!(
+        matches!(&error, runtime::Error::ImageMissing { image: missing } if missing == image),
+        "{}: {error}",
+        engine.name
+    );
+    assert!(engine.inspect("edgeroll-web-r1-missing").await.is_none());
+
     // An imageArchive that holds another name: the preparation fails and says both names.
     let other = build_image(engine.images.path(), "docker.io/edgeroll-test/other:1", &[]);
     let (events, mut received) = mpsc::channel(8);

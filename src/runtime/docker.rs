@@ -476,10 +476,18 @@ impl Runtime for DockerRuntime {
             )])),
             ..ListContainersOptions::default()
         };
-        let containers = docker
-            .list_containers(Some(options))
-            .await
-            .map_err(|error| engine_error("list containers", error))?;
+        // podman lists a container that has just exited as `stopped` too (see `inspect`).
+        let mut attempts = 0;
+        let containers = loop {
+            match docker.list_containers(Some(options.clone())).await {
+                Ok(containers) => break containers,
+                Err(error) if is_podman_stopped(&error) && attempts < STOPPED_RETRIES => {
+                    attempts += 1;
+                    tokio::time::sleep(STOPPED_RETRY).await;
+                }
+                Err(error) => return Err(engine_error("list containers", error)),
+            }
+        };
         let mut removed = Vec::new();
         for container in containers {
             let labels = container.labels.unwrap_or_default();
