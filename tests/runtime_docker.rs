@@ -341,6 +341,14 @@ async fn two_revisions_run_side_by_side_on_their_own_ports(engine: Engine) {
             "{}: restart policy {restart:?}",
             engine.name
         );
+        if engine.name == "docker" {
+            // podman keeps only the size (`podman inspect` shows `"Size": "1.049MB"`).
+            let logs = host.log_config.clone().unwrap();
+            assert_eq!(logs.typ.as_deref(), Some("json-file"));
+            let options = logs.config.unwrap();
+            assert_eq!(options["max-size"], (1u64 << 20).to_string());
+            assert_eq!(options["max-file"], "2");
+        }
         let labels = inspect.config.unwrap().labels.unwrap();
         assert_eq!(labels["io.edgeroll.managed"], "true");
         assert_eq!(labels["io.edgeroll.instance"], instance.id);
