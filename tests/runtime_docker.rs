@@ -186,6 +186,7 @@ on_both_engines!(
     images_load_present_remove_and_a_wrong_archive_fails_clearly,
     jobs_end_with_their_exit_code_or_at_their_deadline,
     a_pull_from_a_registry_reports_its_bytes,
+    an_engine_that_comes_up_late_is_reached_on_the_next_call,
 );
 
 /// The journal as a map, standing in for the store.
@@ -340,6 +341,14 @@ async fn two_revisions_run_side_by_side_on_their_own_ports(engine: Engine) {
             "{}: restart policy {restart:?}",
             engine.name
         );
+        if engine.name == "docker" {
+            // podman keeps only the size (`podman inspect` shows `"Size": "1.049MB"`).
+            let logs = host.log_config.clone().unwrap();
+            assert_eq!(logs.typ.as_deref(), Some("json-file"));
+            let options = logs.config.unwrap();
+            assert_eq!(options["max-size"], (1u64 << 20).to_string());
+            assert_eq!(options["max-file"], "2");
+        }
         let labels = inspect.config.unwrap().labels.unwrap();
         assert_eq!(labels["io.edgeroll.managed"], "true");
         assert_eq!(labels["io.edgeroll.instance"], instance.id);
@@ -902,4 +911,30 @@ async fn a_pull_from_a_registry_reports_its_bytes(engine: Engine) {
         .unwrap_err();
     println!("{}: {error}", engine.name);
     assert!(!error.is_transient(), "{}: {error}", engine.name);
+}
+
+async fn an_engine_that_comes_up_late_is_reached_on_the_next_call(engine: Engine) {
+    engine.ensure_image(IMAGE).await;
+    // The agent starts before the engine: its socket is not there yet.
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("engine.sock");
+    let config = EngineConfig {
+        socket: Some(format!("unix://{}", socket.display())),
+        namespace: String::new(),
+        state_dir: PathBuf::from("/nonexistent"),
+        log_max_bytes: 1 << 20,
+    };
+    let runtime = DockerRuntime::connect(&config).expect("connect is lazy");
+    let error = runtime.present(IMAGE).await.unwrap_err();
+    assert!(error.is_transient(), "{}: {error}", engine.name);
+    let error = runtime.sweep(&[]).await.unwrap_err();
+    assert!(error.is_transient(), "{}: {error}", engine.name);
+
+    // The engine comes up: the same runtime reaches it, nothing remembered the failure.
+    let path = engine
+        .socket
+        .strip_prefix("unix://")
+        .unwrap_or(&engine.socket);
+    std::os::unix::fs::symlink(path, &socket).unwrap();
+    assert!(runtime.present(IMAGE).await.unwrap(), "{}", engine.name);
 }
