@@ -70,8 +70,10 @@ fn slow_link(upstream: String) -> SocketAddr {
             let Ok(server) = TcpStream::connect(&upstream) else {
                 continue;
             };
-            let (mut client_reader, mut server_writer) =
-                (client.try_clone().expect("clone"), server.try_clone().expect("clone"));
+            let (mut client_reader, mut server_writer) = (
+                client.try_clone().expect("clone"),
+                server.try_clone().expect("clone"),
+            );
             std::thread::spawn(move || {
                 let _ = std::io::copy(&mut client_reader, &mut server_writer);
                 let _ = server_writer.shutdown(std::net::Shutdown::Write);
@@ -212,7 +214,11 @@ fn a_container_rollout_waits_for_its_image_survives_kill9_and_keeps_what_undo_ne
     let pushed = Command::new("skopeo")
         .args(["copy", "--quiet", "--dest-tls-verify=false"])
         .arg(format!("oci-archive:{}", pushed_archive.display()))
-        .arg(format!("docker://{}/edgeroll-e2e/{}:2", registry(), site.service))
+        .arg(format!(
+            "docker://{}/edgeroll-e2e/{}:2",
+            registry(),
+            site.service
+        ))
         .status()
         .expect("skopeo (apt-get install skopeo)");
     assert!(pushed.success(), "skopeo copy");
@@ -220,10 +226,10 @@ fn a_container_rollout_waits_for_its_image_survives_kill9_and_keeps_what_undo_ne
     write(&site, &desired(&site, 2, "2.0.0", &second, None));
     let mut saw_bytes = 0u64;
     let mut polls = 0;
-    let waited = loop {
+    loop {
         let status = site.status();
         if status["canary"]["version"] == "2.0.0" {
-            break status;
+            break;
         }
         // While the image downloads the stable keeps every request and no deadline runs.
         assert_eq!(status["stable"]["version"], "1.0.0", "{status}");
@@ -239,7 +245,7 @@ fn a_container_rollout_waits_for_its_image_survives_kill9_and_keeps_what_undo_ne
             site.agent_log()
         );
         std::thread::sleep(Duration::from_millis(250));
-    };
+    }
     let pull_took = pull_started.elapsed();
     assert!(
         pull_took > Duration::from_secs(3),
@@ -283,7 +289,11 @@ fn a_container_rollout_waits_for_its_image_survives_kill9_and_keeps_what_undo_ne
     let after_restart = site.wait_for("adopted", |s| {
         s["phase"] == "Paused" && s["weights"]["canary"] == 50 && common::all_ready(s)
     });
-    assert_eq!(containers(&site.service), before, "same containers, same start times");
+    assert_eq!(
+        containers(&site.service),
+        before,
+        "same containers, same start times"
+    );
     for instance in after_restart["instances"].as_array().expect("instances") {
         assert_eq!(instance["restarts"], 0, "{after_restart}");
     }
@@ -294,13 +304,17 @@ fn a_container_rollout_waits_for_its_image_survives_kill9_and_keeps_what_undo_ne
         s["phase"] == "Healthy" && s["stable"]["version"] == "2.0.0" && s["canary"].is_null()
     });
     site.wait_for("one container", |_| containers(&site.service).len() == 1);
-    assert!(docker(&["image", "inspect", &first]).0, "the undo image {first} was removed");
+    assert!(
+        docker(&["image", "inspect", &first]).0,
+        "the undo image {first} was removed"
+    );
 
     // --- an image that does not exist: shown, retried, and the stable keeps serving ---
     let missing = format!("{}/edgeroll-e2e/{}:absent", registry(), site.service);
     write(&site, &desired(&site, 3, "3.0.0", &missing, None));
     let failed = site.wait_for("ImagePullFailed", |s| {
-        s["events"].to_string().contains("ImagePullFailed") && s["image"]["failures"].as_u64() >= Some(1)
+        s["events"].to_string().contains("ImagePullFailed")
+            && s["image"]["failures"].as_u64() >= Some(1)
     });
     assert_eq!(failed["stable"]["version"], "2.0.0", "{failed}");
     assert!(failed["canary"].is_null(), "{failed}");
@@ -310,11 +324,8 @@ fn a_container_rollout_waits_for_its_image_survives_kill9_and_keeps_what_undo_ne
     eprintln!("{text}");
 
     // --- the end: the service leaves the document, its containers go ---
-    std::fs::write(
-        &site.desired,
-        "apiVersion = \"edgeroll/v1\"\nserial = 4\n",
-    )
-    .expect("write desired");
+    std::fs::write(&site.desired, "apiVersion = \"edgeroll/v1\"\nserial = 4\n")
+        .expect("write desired");
     site.reload();
     let deadline = Instant::now() + Duration::from_secs(60);
     while !containers(&site.service).is_empty() {

@@ -132,9 +132,9 @@ impl Shell {
                         IMAGE_PULL_FAILED,
                         now,
                         format!(
-                            "image {image}, attempt {attempt}: {reason}; next attempt in {}s \
+                            "image {image}, attempt {attempt}: {reason}; next attempt in {:.1}s \
                              (what runs keeps running)",
-                            retry_in.as_secs()
+                            retry_in.as_secs_f64()
                         ),
                     );
                 }
