@@ -16,7 +16,6 @@ SOCKET="${DIR}/docker.sock"
 PID_FILE="${DIR}/dockerd.pid"
 READY_TIMEOUT_SECONDS=60
 REGISTRY_PORT="${EDGEROLL_DOCKER_REGISTRY_PORT:-5000}"
-REGISTRY_PID_FILE="${DIR}/registry.pid"
 
 running() {
     [[ -f "${PID_FILE}" ]] && kill -0 "$(cat "${PID_FILE}")" 2>/dev/null
@@ -38,41 +37,10 @@ install() {
     fi
 }
 
-registry_running() {
-    [[ -f "${REGISTRY_PID_FILE}" ]] && kill -0 "$(cat "${REGISTRY_PID_FILE}")" 2>/dev/null
-}
-
-registry_ready() {
-    { exec 3<>"/dev/tcp/127.0.0.1/${REGISTRY_PORT}"; } 2>/dev/null || return 1
-    printf 'GET /v2/ HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n' >&3
-    local status
-    status=$(head -n 1 <&3 || true)
-    exec 3<&- 3>&-
-    [[ "${status}" == *" 200 "* ]]
-}
-
-# A plain-HTTP registry on loopback (Docker treats 127.0.0.0/8 as insecure by default; podman.sh
-# configures podman for it), storage in ${DIR}/registry.
+# The loopback registry is registry.sh's (one place that runs docker-registry), on port 5000:
+# Docker treats 127.0.0.0/8 as insecure by default, and podman.sh configures podman for it.
 start_registry() {
-    if registry_running && registry_ready; then
-        return 0
-    fi
-    mkdir -p "${DIR}/registry"
-    printf 'version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: %s\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:%s\n' \
-        "${DIR}/registry" "${REGISTRY_PORT}" >"${DIR}/registry.yml"
-    docker-registry serve "${DIR}/registry.yml" >"${DIR}/registry.log" 2>&1 &
-    echo $! >"${REGISTRY_PID_FILE}"
-    for _ in $(seq 1 $((READY_TIMEOUT_SECONDS * 4))); do
-        registry_ready && return 0
-        if ! registry_running; then
-            echo "docker-registry exited; its log:" >&2
-            cat "${DIR}/registry.log" >&2
-            return 1
-        fi
-        sleep 0.25
-    done
-    echo "docker-registry did not become ready within ${READY_TIMEOUT_SECONDS}s" >&2
-    return 1
+    EDGEROLL_REGISTRY_PORT="${REGISTRY_PORT}" "$(dirname "$0")/registry.sh" start >/dev/null
 }
 
 exports() {
@@ -110,9 +78,7 @@ start() {
 }
 
 stop() {
-    if registry_running; then
-        kill "$(cat "${REGISTRY_PID_FILE}")" || true
-    fi
+    EDGEROLL_REGISTRY_PORT="${REGISTRY_PORT}" "$(dirname "$0")/registry.sh" stop || true
     if running; then
         local pid
         pid=$(cat "${PID_FILE}")

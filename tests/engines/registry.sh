@@ -5,14 +5,15 @@
 #
 #   tests/engines/registry.sh start   # installs docker-registry and skopeo with apt-get if missing,
 #                                     # starts the registry once, waits until /v2/ answers, prints
-#                                     # its address, e.g. 127.0.0.1:15000 (idempotent)
+#                                     # its address, e.g. 127.0.0.1:5000 (idempotent; docker.sh
+#                                     # starts it too, for the docker runtime's pull tests)
 #   tests/engines/registry.sh stop    # stops the one this script started, by its PID
 #
 # Then: EDGEROLL_TEST_REGISTRY=$(tests/engines/registry.sh start) \
 #       cargo test --test runtime_registry -- --include-ignored
 set -euo pipefail
 
-PORT="${EDGEROLL_REGISTRY_PORT:-15000}"
+PORT="${EDGEROLL_REGISTRY_PORT:-5000}"
 DIR="${EDGEROLL_REGISTRY_DIR:-/tmp/edgeroll-test-registry}"
 ADDRESS="127.0.0.1:${PORT}"
 PID_FILE="${DIR}/registry.pid"
@@ -48,7 +49,7 @@ start() {
         rm -f /usr/sbin/policy-rc.d
     fi
     mkdir -p "${DIR}/storage"
-    # No auth (the token flow is tested through an in-test gateway), deletes off, loopback only.
+    # No auth (the token flow is tested through an in-test gateway), loopback only.
     cat >"${DIR}/config.yml" <<YAML
 version: 0.1
 log:
@@ -56,6 +57,8 @@ log:
 storage:
   filesystem:
     rootdirectory: ${DIR}/storage
+  delete:
+    enabled: true
 http:
   addr: 127.0.0.1:${PORT}
 YAML
