@@ -238,6 +238,10 @@ fn a_container_rollout_waits_for_its_image_survives_kill9_and_keeps_what_undo_ne
         if status["image"]["image"] == second.as_str() {
             polls += 1;
             saw_bytes = saw_bytes.max(status["image"]["doneBytes"].as_u64().unwrap_or(0));
+            if polls == 8 {
+                // What a user sees mid-download (the README shows it).
+                eprintln!("{}", site.cli_ok(&["get", &site.service]));
+            }
         }
         assert!(
             pull_started.elapsed() < Duration::from_secs(120),
