@@ -203,8 +203,7 @@ impl Inner {
     }
 
     /// Create container `id` from `image_name` with `spec` and `labels` on a fresh rw snapshot,
-    /// then its task with the shim writing stdout to `stdout` and stderr to `stderr`, and start
-    /// it. Returns the task's pid. Whatever was created is removed again when a step fails.
+    /// then its task with the shim appending its stdout and stderr to `output`, and start it. Returns the task's pid. Whatever was created is removed again when a step fails.
     async fn create_and_start(
         &self,
         id: &str,
@@ -212,8 +211,7 @@ impl Inner {
         chain_id: &str,
         spec: serde_json::Value,
         labels: HashMap<String, String>,
-        stdout: &Path,
-        stderr: &Path,
+        output: &Path,
     ) -> Result<u32, Error> {
         let snapshotter = self.snapshotter().await?.to_string();
         let lease = self.short_lease(id).await?;
@@ -233,8 +231,8 @@ impl Inner {
             .create(self.client.request(tasks::CreateTaskRequest {
                 container_id: id.to_string(),
                 rootfs: mounts,
-                stdout: file_uri(stdout),
-                stderr: file_uri(stderr),
+                stdout: file_uri(output),
+                stderr: file_uri(output),
                 ..Default::default()
             }))
             .await;
@@ -600,7 +598,6 @@ impl Runtime for ContainerdRuntime {
                 spec,
                 labels,
                 &log_path,
-                &log_path,
             )
             .await?;
         record.pid = pid;
@@ -719,11 +716,12 @@ impl Runtime for ContainerdRuntime {
         tokio::fs::create_dir_all(&dir)
             .await
             .map_err(log_error(&dir))?;
-        let stdout = dir.join(format!("{}.out", job.name));
-        let stderr = dir.join(format!("{}.err", job.name));
-        for path in [&stdout, &stderr] {
-            tokio::fs::write(path, b"").await.map_err(log_error(path))?;
-        }
+        // The shim's `file://` output writes stdout and stderr to one file (containerd 1.6
+        // `pkg/process/io.go`): a job's stderr arrives in `stdout`.
+        let output = dir.join(format!("{}.log", job.name));
+        tokio::fs::write(&output, b"")
+            .await
+            .map_err(log_error(&output))?;
         let id = job.name.clone();
         // A leftover of an earlier run of the same job (an agent killed mid-job).
         if inner.container(&id).await?.as_ref().is_some_and(is_ours) {
@@ -751,8 +749,7 @@ impl Runtime for ContainerdRuntime {
                 &resolved.chain_id,
                 spec,
                 labels,
-                &stdout,
-                &stderr,
+                &output,
             )
             .await?;
         let exit_code = match tokio::time::timeout(job.deadline, inner.wait_task(&id)).await {
@@ -769,13 +766,11 @@ impl Runtime for ContainerdRuntime {
         };
         let outcome = JobOutcome {
             exit_code,
-            stdout: tail(&stdout, JOB_OUTPUT_TAIL).await,
-            stderr: tail(&stderr, JOB_OUTPUT_TAIL).await,
+            stdout: tail(&output, JOB_OUTPUT_TAIL).await,
+            stderr: String::new(),
         };
         inner.delete(&id).await?;
-        for path in [&stdout, &stderr] {
-            let _ = tokio::fs::remove_file(path).await;
-        }
+        let _ = tokio::fs::remove_file(&output).await;
         Ok(outcome)
     }
 }
