@@ -131,9 +131,59 @@ async fn load_present_remove() {
     assert_eq!(load_image(&runtime, state.path()).await, [IMAGE]);
     // ctr sees it in our namespace, unpacked for our snapshotter.
     let listed = ctr_ok("edgeroll-t-images", &["images", "check"]);
-    assert!(listed.contains(IMAGE) && listed.contains("complete"), "{listed}");
+    assert!(
+        listed.contains(IMAGE) && listed.contains("complete"),
+        "{listed}"
+    );
     runtime.remove(IMAGE).await.unwrap();
     assert!(!runtime.present(IMAGE).await.unwrap());
+    runtime.remove(IMAGE).await.unwrap();
+    // Removing the record is enough: containerd's GC takes its blobs and snapshots (no lease of
+    // ours holds them any more).
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let content = ctr_ok("edgeroll-t-images", &["content", "list", "-q"]);
+        let snapshots = ctr_ok("edgeroll-t-images", &["snapshots", "list"]);
+        if content.trim().is_empty() && snapshots.lines().count() <= 1 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "left after GC: {content}{snapshots}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs containerd; .ci/run starts it and runs --ignored"]
+async fn an_image_a_container_uses_is_not_removed_and_start_needs_the_image() {
+    let namespace = "edgeroll-t-inuse";
+    let state = tempfile::tempdir().unwrap();
+    let runtime = runtime_in(namespace, state.path(), 1 << 20);
+    let template = http_template(IMAGE, "v1", StopBehaviour::ExitOnTerm);
+    // start never fetches: without the image it fails, transiently (images may come later).
+    let error = runtime
+        .start(&request("web-r1-early", &template))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, edgeroll::runtime::Error::ImageMissing { .. }),
+        "{error}"
+    );
+    assert!(containers(namespace).is_empty());
+    load_image(&runtime, state.path()).await;
+    let record = runtime
+        .start(&request("web-r1-user", &template))
+        .await
+        .unwrap();
+    let error = runtime.remove(IMAGE).await.unwrap_err();
+    assert!(
+        !error.is_transient() && error.to_string().contains("edgeroll-web-r1-user"),
+        "{error}"
+    );
+    assert!(runtime.present(IMAGE).await.unwrap());
+    runtime.stop(&record, Duration::from_secs(5)).await.unwrap();
     runtime.remove(IMAGE).await.unwrap();
 }
 
@@ -145,12 +195,18 @@ async fn start_serves_and_stop_removes() {
     let runtime = runtime_in(namespace, state.path(), 1 << 20);
     load_image(&runtime, state.path()).await;
     let template = http_template(IMAGE, "v1", StopBehaviour::ExitOnTerm);
-    let record = runtime.start(&request("web-r1-a", &template)).await.unwrap();
+    let record = runtime
+        .start(&request("web-r1-a", &template))
+        .await
+        .unwrap();
     assert_eq!(record.container.as_deref(), Some("edgeroll-web-r1-a"));
     assert_eq!(wait_http(record.address, "/version").await.trim(), "v1");
     assert!(pid_alive(record.pid));
     assert_eq!(runtime.adopt(&record).await.unwrap(), Adoption::Adopted);
-    runtime.stop(&record, Duration::from_secs(10)).await.unwrap();
+    runtime
+        .stop(&record, Duration::from_secs(10))
+        .await
+        .unwrap();
     assert!(!pid_alive(record.pid));
     assert!(containers(namespace).is_empty());
     assert_eq!(runtime.adopt(&record).await.unwrap(), Adoption::Gone);
@@ -185,7 +241,12 @@ struct Agent {
 }
 
 impl Agent {
-    fn start(runtime: ContainerdRuntime, journal: Arc<MemJournal>, state: &Path, grace: Duration) -> Agent {
+    fn start(
+        runtime: ContainerdRuntime,
+        journal: Arc<MemJournal>,
+        state: &Path,
+        grace: Duration,
+    ) -> Agent {
         let (sender, updates) = mpsc::channel(256);
         let shutdown = CancellationToken::new();
         let config = SupervisorConfig {
@@ -193,7 +254,8 @@ impl Agent {
             log_max_bytes: 1 << 20,
             stop_grace: grace,
         };
-        let handle = runtime::start_shared(Arc::new(runtime), config, journal, sender, shutdown.clone());
+        let handle =
+            runtime::start_shared(Arc::new(runtime), config, journal, sender, shutdown.clone());
         Agent {
             handle,
             updates,
@@ -278,27 +340,56 @@ async fn the_supervisor_runs_two_revisions_restarts_a_killed_task_and_a_new_agen
     agent
         .handle
         .set_desired(SERVICE, desired(&[(1, &stable), (2, &canary)]));
-    let instances = agent.wait_for("both revisions ready", ready_revisions(&[1, 2])).await;
+    let instances = agent
+        .wait_for("both revisions ready", ready_revisions(&[1, 2]))
+        .await;
     for instance in &instances {
         let body = wait_http(instance.address, "/version").await;
         assert_eq!(body.trim(), instance.version);
-        assert!(instance.logs.ends_with(&format!("logs/{SERVICE}/{}.log", instance.id)), "{}", instance.logs);
+        assert!(
+            instance
+                .logs
+                .ends_with(&format!("logs/{SERVICE}/{}.log", instance.id)),
+            "{}",
+            instance.logs
+        );
     }
 
     // Kill the canary's task behind the agent's back: it comes back (a new instance).
-    let canary_id = instances.iter().find(|i| i.revision == 2).unwrap().id.clone();
-    let canary_pid = journal.load_instances().unwrap().into_iter().find(|r| r.id == canary_id).unwrap().pid;
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(canary_pid as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
+    let canary_id = instances
+        .iter()
+        .find(|i| i.revision == 2)
+        .unwrap()
+        .id
+        .clone();
+    let canary_pid = journal
+        .load_instances()
+        .unwrap()
+        .into_iter()
+        .find(|r| r.id == canary_id)
+        .unwrap()
+        .pid;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(canary_pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
     let instances = agent
         .wait_for("the killed canary restarted", |instances| {
             ready_revisions(&[1, 2])(instances)
-                && instances.iter().any(|i| i.revision == 2 && i.id != canary_id && i.restarts >= 1)
+                && instances
+                    .iter()
+                    .any(|i| i.revision == 2 && i.id != canary_id && i.restarts >= 1)
         })
         .await;
     // Its dead container is removed; only the two live ones are left.
     let deadline = Instant::now() + DEADLINE;
     while containers(namespace).len() != 2 {
-        assert!(Instant::now() < deadline, "containers: {:?}", containers(namespace));
+        assert!(
+            Instant::now() < deadline,
+            "containers: {:?}",
+            containers(namespace)
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
@@ -309,16 +400,27 @@ async fn the_supervisor_runs_two_revisions_restarts_a_killed_task_and_a_new_agen
     tokio::time::sleep(Duration::from_secs(2)).await;
     for (record, size) in before.iter().zip(&sizes) {
         assert!(pid_alive(record.pid), "{} died without an agent", record.id);
-        assert!(file_size(&record.log_path) > *size, "{}'s log stopped growing without an agent", record.id);
+        assert!(
+            file_size(&record.log_path) > *size,
+            "{}'s log stopped growing without an agent",
+            record.id
+        );
     }
 
     // A new runtime and supervisor with the same journal adopt them: same pids, no restart.
     let second = runtime_in(namespace, state.path(), 1 << 20);
-    let mut agent = Agent::start(second, journal.clone(), state.path(), Duration::from_secs(5));
+    let mut agent = Agent::start(
+        second,
+        journal.clone(),
+        state.path(),
+        Duration::from_secs(5),
+    );
     agent
         .handle
         .set_desired(SERVICE, desired(&[(1, &stable), (2, &canary)]));
-    let adopted = agent.wait_for("both adopted and ready", ready_revisions(&[1, 2])).await;
+    let adopted = agent
+        .wait_for("both adopted and ready", ready_revisions(&[1, 2]))
+        .await;
     let ids = |list: &[InstanceStatus]| {
         let mut ids: Vec<String> = list.iter().map(|i| i.id.clone()).collect();
         ids.sort();
@@ -327,20 +429,36 @@ async fn the_supervisor_runs_two_revisions_restarts_a_killed_task_and_a_new_agen
     assert_eq!(ids(&adopted), ids(&instances));
     let after = journal.load_instances().unwrap();
     assert_eq!(
-        after.iter().map(|r| (r.id.clone(), r.pid)).collect::<Vec<_>>(),
-        before.iter().map(|r| (r.id.clone(), r.pid)).collect::<Vec<_>>()
+        after
+            .iter()
+            .map(|r| (r.id.clone(), r.pid))
+            .collect::<Vec<_>>(),
+        before
+            .iter()
+            .map(|r| (r.id.clone(), r.pid))
+            .collect::<Vec<_>>()
     );
 
     // The shell drops the canary: it is stopped and its container removed.
     agent.handle.set_desired(SERVICE, desired(&[(1, &stable)]));
-    agent.wait_for("only the stable left", ready_revisions(&[1])).await;
+    agent
+        .wait_for("only the stable left", ready_revisions(&[1]))
+        .await;
     let deadline = Instant::now() + DEADLINE;
     while containers(namespace).len() != 1 {
-        assert!(Instant::now() < deadline, "containers: {:?}", containers(namespace));
+        assert!(
+            Instant::now() < deadline,
+            "containers: {:?}",
+            containers(namespace)
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     agent.handle.stop_all().await;
-    assert!(containers(namespace).is_empty(), "{:?}", containers(namespace));
+    assert!(
+        containers(namespace).is_empty(),
+        "{:?}",
+        containers(namespace)
+    );
     agent.exit().await;
 }
 
@@ -353,23 +471,43 @@ async fn stop_sends_the_stop_signal_then_sigkill_after_the_grace() {
     load_image(&runtime, state.path()).await;
 
     let polite = http_template(IMAGE, "v1", StopBehaviour::ExitOnUsr1);
-    let record = runtime.start(&request("web-r1-usr1", &polite)).await.unwrap();
+    let record = runtime
+        .start(&request("web-r1-usr1", &polite))
+        .await
+        .unwrap();
     wait_http(record.address, "/version").await;
     let began = Instant::now();
-    runtime.stop(&record, Duration::from_secs(20)).await.unwrap();
-    assert!(began.elapsed() < Duration::from_secs(10), "SIGUSR1 did not stop it: {:?}", began.elapsed());
+    runtime
+        .stop(&record, Duration::from_secs(20))
+        .await
+        .unwrap();
+    assert!(
+        began.elapsed() < Duration::from_secs(10),
+        "SIGUSR1 did not stop it: {:?}",
+        began.elapsed()
+    );
     let log = std::fs::read_to_string(&record.log_path).unwrap();
     assert!(log.contains("got USR1"), "{log}");
 
     let stubborn = http_template(IMAGE, "v1", StopBehaviour::IgnoreAll);
-    let record = runtime.start(&request("web-r1-stubborn", &stubborn)).await.unwrap();
+    let record = runtime
+        .start(&request("web-r1-stubborn", &stubborn))
+        .await
+        .unwrap();
     wait_http(record.address, "/version").await;
     let began = Instant::now();
     runtime.stop(&record, Duration::from_secs(2)).await.unwrap();
     let took = began.elapsed();
-    assert!(took >= Duration::from_secs(2) && took < Duration::from_secs(10), "{took:?}");
+    assert!(
+        took >= Duration::from_secs(2) && took < Duration::from_secs(10),
+        "{took:?}"
+    );
     assert!(!pid_alive(record.pid));
-    assert!(containers(namespace).is_empty(), "{:?}", containers(namespace));
+    assert!(
+        containers(namespace).is_empty(),
+        "{:?}",
+        containers(namespace)
+    );
 }
 
 #[tokio::test]
@@ -380,8 +518,14 @@ async fn sweep_removes_only_unrecorded_containers_of_ours_in_our_namespace() {
     let runtime = runtime_in(namespace, state.path(), 1 << 20);
     load_image(&runtime, state.path()).await;
     let template = http_template(IMAGE, "v1", StopBehaviour::ExitOnTerm);
-    let kept = runtime.start(&request("web-r1-kept", &template)).await.unwrap();
-    let lost = runtime.start(&request("web-r1-lost", &template)).await.unwrap();
+    let kept = runtime
+        .start(&request("web-r1-kept", &template))
+        .await
+        .unwrap();
+    let lost = runtime
+        .start(&request("web-r1-lost", &template))
+        .await
+        .unwrap();
 
     // Not ours: an unlabelled container in our namespace, and ours-looking ones elsewhere.
     let tarball = build_image(state.path(), IMAGE, &[]);
@@ -407,15 +551,23 @@ async fn sweep_removes_only_unrecorded_containers_of_ours_in_our_namespace() {
     assert_eq!(left, ["edgeroll-web-r1-kept", "foreign-sleeper"]);
     for other in [namespace, "other", "k8s.io"] {
         let tasks = ctr_ok(other, &["tasks", "list"]);
-        assert!(tasks.contains("foreign-sleeper") && tasks.contains("RUNNING"), "{other}: {tasks}");
+        assert!(
+            tasks.contains("foreign-sleeper") && tasks.contains("RUNNING"),
+            "{other}: {tasks}"
+        );
     }
 
     // Clean up what the test made.
     runtime.stop(&kept, Duration::from_secs(5)).await.unwrap();
     for other in [namespace, "other", "k8s.io"] {
-        ctr(other, &["tasks", "kill", "-s", "SIGKILL", "foreign-sleeper"]);
+        ctr(
+            other,
+            &["tasks", "kill", "-s", "SIGKILL", "foreign-sleeper"],
+        );
         let deadline = Instant::now() + DEADLINE;
-        while !ctr(other, &["tasks", "delete", "foreign-sleeper"]).status.success()
+        while !ctr(other, &["tasks", "delete", "foreign-sleeper"])
+            .status
+            .success()
             && Instant::now() < deadline
         {
             tokio::time::sleep(Duration::from_millis(200)).await;
@@ -438,7 +590,11 @@ async fn run_job_reports_exit_codes_output_and_the_deadline_and_removes_its_cont
         deadline,
     };
     let ok = runtime
-        .run_job(&job("edgeroll-job-ok", "echo measured 0.98; echo warn >&2", DEADLINE))
+        .run_job(&job(
+            "edgeroll-job-ok",
+            "echo measured 0.98; echo warn >&2",
+            DEADLINE,
+        ))
         .await
         .unwrap();
     assert_eq!(ok.exit_code, Some(0));
@@ -453,13 +609,25 @@ async fn run_job_reports_exit_codes_output_and_the_deadline_and_removes_its_cont
     assert_eq!(failed.stdout, "bad\n");
     let began = Instant::now();
     let slow = runtime
-        .run_job(&job("edgeroll-job-slow", "echo started; sleep 600", Duration::from_secs(2)))
+        .run_job(&job(
+            "edgeroll-job-slow",
+            "echo started; sleep 600",
+            Duration::from_secs(2),
+        ))
         .await
         .unwrap();
     assert_eq!(slow.exit_code, None);
     assert_eq!(slow.stdout, "started\n");
-    assert!(began.elapsed() < Duration::from_secs(15), "{:?}", began.elapsed());
-    assert!(containers(namespace).is_empty(), "{:?}", containers(namespace));
+    assert!(
+        began.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        began.elapsed()
+    );
+    assert!(
+        containers(namespace).is_empty(),
+        "{:?}",
+        containers(namespace)
+    );
     // A job of an image that is not there fails (pull is not available yet), and leaves nothing.
     let missing = ContainerJob {
         image: "docker.io/edgeroll-test/missing:1".to_string(),
@@ -481,15 +649,24 @@ async fn limits_host_network_and_labels_are_in_the_spec() {
         container.cpu_millis = Some(500);
         container.memory_bytes = Some(64 << 20);
     }
-    let record = runtime.start(&request("web-r1-limited", &template)).await.unwrap();
+    let record = runtime
+        .start(&request("web-r1-limited", &template))
+        .await
+        .unwrap();
     wait_http(record.address, "/version").await;
-    let info: serde_json::Value =
-        serde_json::from_str(&ctr_ok(namespace, &["containers", "info", "edgeroll-web-r1-limited"])).unwrap();
+    let info: serde_json::Value = serde_json::from_str(&ctr_ok(
+        namespace,
+        &["containers", "info", "edgeroll-web-r1-limited"],
+    ))
+    .unwrap();
     let spec = &info["Spec"];
     assert_eq!(spec["linux"]["resources"]["cpu"]["quota"], 50_000);
     assert_eq!(spec["linux"]["resources"]["cpu"]["period"], 100_000);
     assert_eq!(spec["linux"]["resources"]["memory"]["limit"], 64 << 20);
-    assert_eq!(spec["linux"]["cgroupsPath"], "/edgeroll/edgeroll-web-r1-limited");
+    assert_eq!(
+        spec["linux"]["cgroupsPath"],
+        "/edgeroll/edgeroll-web-r1-limited"
+    );
     let namespaces: Vec<&str> = spec["linux"]["namespaces"]
         .as_array()
         .unwrap()
@@ -500,15 +677,24 @@ async fn limits_host_network_and_labels_are_in_the_spec() {
     assert_eq!(info["Runtime"]["Name"], "io.containerd.runc.v2");
     assert_eq!(info["Snapshotter"], "overlayfs");
     assert_eq!(info["Labels"]["io.edgeroll.managed"], "true");
-    assert_eq!(info["Labels"]["io.edgeroll.spec-hash"], runtime::spec_hash(&record));
+    assert_eq!(
+        info["Labels"]["io.edgeroll.spec-hash"],
+        runtime::spec_hash(&record)
+    );
     // The kernel enforces them (cgroup v1 here, v2 elsewhere).
-    let v1 = PathBuf::from("/sys/fs/cgroup/memory/edgeroll/edgeroll-web-r1-limited/memory.limit_in_bytes");
+    let v1 = PathBuf::from(
+        "/sys/fs/cgroup/memory/edgeroll/edgeroll-web-r1-limited/memory.limit_in_bytes",
+    );
     let v2 = PathBuf::from("/sys/fs/cgroup/edgeroll/edgeroll-web-r1-limited/memory.max");
-    let limit = std::fs::read_to_string(&v1).or_else(|_| std::fs::read_to_string(&v2)).unwrap();
+    let limit = std::fs::read_to_string(&v1)
+        .or_else(|_| std::fs::read_to_string(&v2))
+        .unwrap();
     assert_eq!(limit.trim(), (64u64 << 20).to_string());
     // A record whose spec differs (another port) is not adopted as ours.
     let mut moved = record.clone();
-    moved.address.set_port(record.address.port().wrapping_add(1));
+    moved
+        .address
+        .set_port(record.address.port().wrapping_add(1));
     assert_eq!(runtime.adopt(&moved).await.unwrap(), Adoption::Foreign);
     runtime.stop(&record, Duration::from_secs(5)).await.unwrap();
 }
@@ -520,19 +706,33 @@ async fn bound_logs_truncates_the_shim_written_log_and_writing_goes_on() {
     let state = tempfile::tempdir().unwrap();
     let runtime = runtime_in(namespace, state.path(), 2000);
     load_image(&runtime, state.path()).await;
-    let record = runtime.start(&request("web-r1-chatty", &ticking_template("v1"))).await.unwrap();
+    let record = runtime
+        .start(&request("web-r1-chatty", &ticking_template("v1")))
+        .await
+        .unwrap();
     let deadline = Instant::now() + DEADLINE;
     while file_size(&record.log_path) <= 2000 {
         assert!(Instant::now() < deadline);
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     runtime.bound_logs(&record).await.unwrap();
-    assert!(file_size(&record.log_path) < 2000, "{}", file_size(&record.log_path));
+    assert!(
+        file_size(&record.log_path) < 2000,
+        "{}",
+        file_size(&record.log_path)
+    );
     tokio::time::sleep(Duration::from_millis(500)).await;
     // The shim appends (O_APPEND): after the truncation the file starts small again, no hole.
     let log = std::fs::read(&record.log_path).unwrap();
-    assert!(!log.is_empty() && log.len() < 2000 && !log.contains(&0), "{} bytes", log.len());
-    assert_eq!(runtime.logs_hint(&record), record.log_path.display().to_string());
+    assert!(
+        !log.is_empty() && log.len() < 2000 && !log.contains(&0),
+        "{} bytes",
+        log.len()
+    );
+    assert_eq!(
+        runtime.logs_hint(&record),
+        record.log_path.display().to_string()
+    );
     runtime.stop(&record, Duration::from_secs(5)).await.unwrap();
 }
 
@@ -550,4 +750,54 @@ async fn connecting_is_lazy_and_k8s_io_is_refused() {
     assert_eq!(runtime.namespace(), "edgeroll");
     let error = runtime.present(IMAGE).await.unwrap_err();
     assert!(error.is_transient(), "{error}");
+}
+
+#[tokio::test]
+#[ignore = "needs containerd; .ci/run starts it and runs --ignored"]
+async fn a_docker_save_archive_without_an_oci_index_loads_and_runs() {
+    let namespace = "edgeroll-t-docker-archive";
+    let state = tempfile::tempdir().unwrap();
+    let runtime = runtime_in(namespace, state.path(), 1 << 20);
+    // The same image as a docker-archive only: manifest.json with RepoTags, no index.json.
+    let reference = "edgeroll-test/archive:2";
+    let tarball = build_image(state.path(), reference, &[]);
+    let unpacked = state.path().join("unpacked");
+    std::fs::create_dir_all(&unpacked).unwrap();
+    let run = |args: &[&str]| {
+        let status = Command::new("tar").args(args).status().unwrap();
+        assert!(status.success(), "tar {args:?}");
+    };
+    run(&[
+        "-xf",
+        tarball.to_str().unwrap(),
+        "-C",
+        unpacked.to_str().unwrap(),
+    ]);
+    std::fs::remove_file(unpacked.join("index.json")).unwrap();
+    let _ = std::fs::remove_file(unpacked.join("oci-layout"));
+    let archive = state.path().join("docker-archive.tar");
+    run(&[
+        "-cf",
+        archive.to_str().unwrap(),
+        "-C",
+        unpacked.to_str().unwrap(),
+        ".",
+    ]);
+    let (progress, watcher) = watch::channel(PullProgress::default());
+    let names = runtime.load(&archive, &progress).await.unwrap();
+    assert_eq!(names, ["docker.io/edgeroll-test/archive:2"]);
+    let last = watcher.borrow().clone();
+    assert_eq!(last.detail, "Done");
+    assert!(
+        last.done_bytes > 1_000_000 && Some(last.done_bytes) == last.total_bytes,
+        "{last:?}"
+    );
+    assert!(runtime.present(reference).await.unwrap());
+    let template = http_template(reference, "v9", StopBehaviour::ExitOnTerm);
+    let record = runtime
+        .start(&request("web-r1-archive", &template))
+        .await
+        .unwrap();
+    assert_eq!(wait_http(record.address, "/version").await.trim(), "v9");
+    runtime.stop(&record, Duration::from_secs(5)).await.unwrap();
 }

@@ -20,7 +20,7 @@ use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio::sync::{watch, OnceCell};
@@ -32,14 +32,14 @@ use self::api::services::tasks::v1 as tasks;
 use self::api::services::version::v1 as version;
 use self::api::v1::types::Status as TaskStatus;
 use self::client::{engine_error, is_already_exists, is_not_found, Client};
-use self::image::ImageStore;
 pub use self::image::normalize_reference;
+use self::image::ImageStore;
 use super::process::{bound_log_file, free_loopback_port, read_stat, KILL_DEADLINE};
 use super::{
     container_name, container_process, spec_hash, Adoption, ContainerJob, ContainerLabels,
     EngineConfig, Error, Images, InstanceRecord, JobOutcome, PullProgress, Runtime, StartRequest,
 };
-use crate::time::Timestamp;
+use crate::shell::clock::Clock;
 
 /// The namespace when the configuration names none.
 pub const DEFAULT_NAMESPACE: &str = "edgeroll";
@@ -74,6 +74,8 @@ struct Inner {
     log_dir: PathBuf,
     log_max_bytes: u64,
     snapshotter: OnceCell<String>,
+    /// The agent's clock (`started_at`, lease expiries).
+    clock: Clock,
 }
 
 impl ContainerdRuntime {
@@ -99,13 +101,17 @@ impl ContainerdRuntime {
             .clone()
             .filter(|socket| !socket.is_empty())
             .unwrap_or_else(|| DEFAULT_SOCKET.to_string());
-        let socket = socket.strip_prefix("unix://").unwrap_or(&socket).to_string();
+        let socket = socket
+            .strip_prefix("unix://")
+            .unwrap_or(&socket)
+            .to_string();
         Ok(ContainerdRuntime {
             inner: Arc::new(Inner {
                 client: Client::new(PathBuf::from(socket), namespace),
                 log_dir: config.state_dir.join("logs"),
                 log_max_bytes: config.log_max_bytes,
                 snapshotter: OnceCell::new(),
+                clock: Clock::system(),
             }),
         })
     }
@@ -163,19 +169,17 @@ impl Inner {
         Ok(ImageStore {
             client: &self.client,
             snapshotter: self.snapshotter().await?,
+            now: self.clock.now(),
         })
     }
 
     /// A lease that protects what a start creates until the container record holds it.
     async fn short_lease(&self, id: &str) -> Result<String, Error> {
         let lease = format!("edgeroll-start-{id}");
-        let expires = humantime::format_rfc3339_seconds(SystemTime::now() + START_LEASE_EXPIRY);
+        let expires = self.clock.now().plus(START_LEASE_EXPIRY).rfc3339();
         let request = leases::CreateRequest {
             id: lease.clone(),
-            labels: HashMap::from([(
-                "containerd.io/gc.expire".to_string(),
-                expires.to_string(),
-            )]),
+            labels: HashMap::from([("containerd.io/gc.expire".to_string(), expires.to_string())]),
         };
         match leases::leases_client::LeasesClient::new(self.client.channel())
             .create(self.client.request(request))
@@ -281,15 +285,17 @@ impl Inner {
             .await;
         let mounts = match prepared {
             Ok(prepared) => prepared.into_inner().mounts,
-            Err(status) if is_already_exists(&status) => snapshots_client
-                .mounts(self.client.request(snapshots::MountsRequest {
-                    snapshotter: snapshotter.to_string(),
-                    key: id.to_string(),
-                }))
-                .await
-                .map_err(|status| engine_error(format!("mount snapshot {id}"), &status))?
-                .into_inner()
-                .mounts,
+            Err(status) if is_already_exists(&status) => {
+                snapshots_client
+                    .mounts(self.client.request(snapshots::MountsRequest {
+                        snapshotter: snapshotter.to_string(),
+                        key: id.to_string(),
+                    }))
+                    .await
+                    .map_err(|status| engine_error(format!("mount snapshot {id}"), &status))?
+                    .into_inner()
+                    .mounts
+            }
             Err(status) => return Err(engine_error(format!("prepare snapshot {id}"), &status)),
         };
         let spec = serde_json::to_vec(&spec).map_err(|error| {
@@ -340,7 +346,10 @@ impl Inner {
 
     async fn container(&self, id: &str) -> Result<Option<containers::Container>, Error> {
         match containers::containers_client::ContainersClient::new(self.client.channel())
-            .get(self.client.request(containers::GetContainerRequest { id: id.to_string() }))
+            .get(
+                self.client
+                    .request(containers::GetContainerRequest { id: id.to_string() }),
+            )
             .await
         {
             Ok(response) => Ok(response.into_inner().container),
@@ -402,7 +411,10 @@ impl Inner {
     async fn stop_container(&self, id: &str, signal: u32, grace: Duration) -> Result<(), Error> {
         if self.task(id).await?.is_some() {
             self.kill(id, signal).await?;
-            if tokio::time::timeout(grace, self.wait_task(id)).await.is_err() {
+            if tokio::time::timeout(grace, self.wait_task(id))
+                .await
+                .is_err()
+            {
                 self.kill(id, SIGKILL).await?;
                 if tokio::time::timeout(KILL_DEADLINE, self.wait_task(id))
                     .await
@@ -435,7 +447,10 @@ impl Inner {
             Err(status) => return Err(engine_error(format!("delete task {id}"), &status)),
         }
         match containers::containers_client::ContainersClient::new(self.client.channel())
-            .delete(self.client.request(containers::DeleteContainerRequest { id: id.to_string() }))
+            .delete(
+                self.client
+                    .request(containers::DeleteContainerRequest { id: id.to_string() }),
+            )
             .await
         {
             Ok(_) => {}
@@ -445,6 +460,7 @@ impl Inner {
         let store = ImageStore {
             client: &self.client,
             snapshotter: &snapshotter,
+            now: self.clock.now(),
         };
         store.remove_snapshot(id).await;
         Ok(())
@@ -477,7 +493,9 @@ impl Inner {
         let name = normalize_reference(image);
         let store = self.images().await?;
         match store.resolve(&name).await? {
-            Some(resolved) if store.snapshot_exists(&resolved.chain_id).await? => Ok((name, resolved)),
+            Some(resolved) if store.snapshot_exists(&resolved.chain_id).await? => {
+                Ok((name, resolved))
+            }
             _ => Err(Error::ImageMissing {
                 image: image.to_string(),
             }),
@@ -561,11 +579,7 @@ impl Runtime for ContainerdRuntime {
             address: SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
             pid: 0,
             start_ticks: 0,
-            started_at: Timestamp::from_millis(
-                SystemTime::now()
-                    .duration_since(SystemTime::UNIX_EPOCH)
-                    .map_or(0, |elapsed| u64::try_from(elapsed.as_millis()).unwrap_or(0)),
-            ),
+            started_at: inner.clock.now(),
             log_path: log_path.clone(),
             container: Some(id.clone()),
         };
@@ -743,14 +757,7 @@ impl Runtime for ContainerdRuntime {
             (ContainerLabels::INSTANCE.to_string(), job.name.clone()),
         ]);
         inner
-            .create_and_start(
-                &id,
-                &image_name,
-                &resolved.chain_id,
-                spec,
-                labels,
-                &output,
-            )
+            .create_and_start(&id, &image_name, &resolved.chain_id, spec, labels, &output)
             .await?;
         let exit_code = match tokio::time::timeout(job.deadline, inner.wait_task(&id)).await {
             Ok(Ok(status)) => status.map(|status| i32::try_from(status).unwrap_or(i32::MAX)),
@@ -784,7 +791,11 @@ impl Images for ContainerdRuntime {
         }
     }
 
-    async fn pull(&self, image: &str, _progress: &watch::Sender<PullProgress>) -> Result<(), Error> {
+    async fn pull(
+        &self,
+        image: &str,
+        _progress: &watch::Sender<PullProgress>,
+    ) -> Result<(), Error> {
         Err(Error::Unsupported {
             runtime: "containerd",
             what: format!(

@@ -68,7 +68,10 @@ impl Process {
             entrypoint.into_iter().chain(cmd).collect()
         };
         let mut variables: Vec<String> = image.env.clone().unwrap_or_default();
-        if !variables.iter().any(|variable| variable.starts_with("PATH=")) {
+        if !variables
+            .iter()
+            .any(|variable| variable.starts_with("PATH="))
+        {
             variables.insert(0, DEFAULT_PATH.to_string());
         }
         for (key, value) in env {
@@ -102,7 +105,11 @@ impl Process {
 }
 
 /// The runtime spec JSON of container `id`, with the limits of `container`.
-pub(super) fn runtime_spec(id: &str, process: &Process, container: Option<&ContainerSpec>) -> Value {
+pub(super) fn runtime_spec(
+    id: &str,
+    process: &Process,
+    container: Option<&ContainerSpec>,
+) -> Value {
     let mut resources = json!({
         "devices": [{ "allow": false, "access": "rwm" }],
     });
@@ -207,7 +214,10 @@ mod tests {
         let kept = Process::of(&image(), Vec::new(), Vec::new(), &env);
         assert_eq!(kept.args, ["/bin/app", "serve"]);
         assert_eq!(kept.env, ["PATH=/bin", "PORT=8080", "MODE=canary"]);
-        assert_eq!((kept.cwd.as_str(), kept.uid, kept.gid), ("/srv", 1000, 1000));
+        assert_eq!(
+            (kept.cwd.as_str(), kept.uid, kept.gid),
+            ("/srv", 1000, 1000)
+        );
         let args = Process::of(&image(), Vec::new(), vec!["check".to_string()], &env);
         assert_eq!(args.args, ["/bin/app", "check"]);
         let command = Process::of(&image(), vec!["/bin/sh".to_string()], Vec::new(), &env);

@@ -15,7 +15,7 @@ use serde::Deserialize;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncSeekExt};
 
 use super::image::{
-    self, BlobSource, Descriptor, BoxedReader, MEDIA_OCI_CONFIG, MEDIA_OCI_LAYER,
+    self, BlobSource, BoxedReader, Descriptor, MEDIA_OCI_CONFIG, MEDIA_OCI_LAYER,
     MEDIA_OCI_LAYER_GZIP, MEDIA_OCI_MANIFEST,
 };
 use crate::runtime::Error;
@@ -70,7 +70,8 @@ impl Tarball {
             let span = files
                 .get(name)
                 .ok_or_else(|| fail(format!("it has no {name}")))?;
-            read_span(file, *span, image::MAX_METADATA_BYTES).map_err(|error| fail(error.to_string()))
+            read_span(file, *span, image::MAX_METADATA_BYTES)
+                .map_err(|error| fail(error.to_string()))
         };
         let mut blobs = HashMap::new();
         for (name, span) in &files {
@@ -98,8 +99,8 @@ impl Tarball {
                 let config_span = *files
                     .get(entry.config.trim_start_matches("./"))
                     .ok_or_else(|| fail(format!("it has no {}", entry.config)))?;
-                let config_digest = digest_span(&mut file, config_span)
-                    .map_err(|error| fail(error.to_string()))?;
+                let config_digest =
+                    digest_span(&mut file, config_span).map_err(|error| fail(error.to_string()))?;
                 blobs.insert(config_digest.clone(), Blob::InTar(config_span));
                 let mut layers = Vec::new();
                 for layer in &entry.layers {
@@ -168,7 +169,9 @@ impl BlobSource for Tarball {
         match self.blobs.get(digest) {
             None => Err(image::bad_image(&what, "the archive does not hold it")),
             Some(Blob::Memory(bytes)) => {
-                let start = usize::try_from(offset).unwrap_or(usize::MAX).min(bytes.len());
+                let start = usize::try_from(offset)
+                    .unwrap_or(usize::MAX)
+                    .min(bytes.len());
                 Ok(Box::new(io::Cursor::new(bytes[start..].to_vec())))
             }
             Some(Blob::InTar(span)) => {
@@ -190,10 +193,16 @@ impl BlobSource for Tarball {
 /// The names an OCI layout's index entry is tagged with (containerd's and the OCI annotation).
 fn image_names(target: &Descriptor) -> Vec<String> {
     let mut names = Vec::new();
-    for key in ["io.containerd.image.name", "org.opencontainers.image.ref.name"] {
+    for key in [
+        "io.containerd.image.name",
+        "org.opencontainers.image.ref.name",
+    ] {
         if let Some(name) = target.annotations.get(key) {
             // A bare tag (`1.0`) in the OCI annotation names no repository.
-            if key == "org.opencontainers.image.ref.name" && !name.contains(':') && !name.contains('/') {
+            if key == "org.opencontainers.image.ref.name"
+                && !name.contains(':')
+                && !name.contains('/')
+            {
                 continue;
             }
             let name = image::normalize_reference(name);
@@ -236,7 +245,9 @@ fn scan(file: &mut File) -> io::Result<HashMap<String, Span>> {
         if header.iter().all(|byte| *byte == 0) {
             break;
         }
-        let size = pax_size.take().map_or_else(|| parse_size(&header[124..136]), Ok)?;
+        let size = pax_size
+            .take()
+            .map_or_else(|| parse_size(&header[124..136]), Ok)?;
         let data = position + BLOCK;
         let kind = header[156];
         match kind {
@@ -275,7 +286,11 @@ fn scan(file: &mut File) -> io::Result<HashMap<String, Span>> {
 fn header_name(header: &[u8]) -> String {
     let name = text(&header[0..100]);
     let ustar = &header[257..262] == b"ustar";
-    let prefix = if ustar { text(&header[345..500]) } else { String::new() };
+    let prefix = if ustar {
+        text(&header[345..500])
+    } else {
+        String::new()
+    };
     if prefix.is_empty() {
         name
     } else {
@@ -284,7 +299,10 @@ fn header_name(header: &[u8]) -> String {
 }
 
 fn text(bytes: &[u8]) -> String {
-    let end = bytes.iter().position(|byte| *byte == 0).unwrap_or(bytes.len());
+    let end = bytes
+        .iter()
+        .position(|byte| *byte == 0)
+        .unwrap_or(bytes.len());
     String::from_utf8_lossy(&bytes[..end]).into_owned()
 }
 
@@ -343,7 +361,10 @@ fn read_span(file: &mut File, span: Span, limit: u64) -> io::Result<Vec<u8>> {
     if span.size > limit {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
-            format!("a metadata file of {} bytes is larger than {limit}", span.size),
+            format!(
+                "a metadata file of {} bytes is larger than {limit}",
+                span.size
+            ),
         ));
     }
     file.seek(SeekFrom::Start(span.offset))?;
