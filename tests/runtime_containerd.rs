@@ -121,6 +121,8 @@ async fn load_present_remove() {
     let _ = IGNORE;
     let state = tempfile::tempdir().unwrap();
     let runtime = runtime_in("edgeroll-t-images", state.path(), 1 << 20);
+    // What a failed earlier run may have left.
+    runtime.remove(IMAGE).await.unwrap();
     assert!(!runtime.present(IMAGE).await.unwrap());
     let names = load_image(&runtime, state.path()).await;
     assert_eq!(names, [IMAGE]);
@@ -130,7 +132,11 @@ async fn load_present_remove() {
     // Loading again is harmless (every blob and snapshot is there already).
     assert_eq!(load_image(&runtime, state.path()).await, [IMAGE]);
     // ctr sees it in our namespace, unpacked for our snapshotter.
-    let listed = ctr_ok("edgeroll-t-images", &["images", "check"]);
+    let snapshotter = runtime.snapshotter().await.unwrap();
+    let listed = ctr_ok(
+        "edgeroll-t-images",
+        &["images", "check", "--snapshotter", &snapshotter],
+    );
     assert!(
         listed.contains(IMAGE) && listed.contains("complete"),
         "{listed}"
@@ -143,7 +149,10 @@ async fn load_present_remove() {
     let deadline = Instant::now() + DEADLINE;
     loop {
         let content = ctr_ok("edgeroll-t-images", &["content", "list", "-q"]);
-        let snapshots = ctr_ok("edgeroll-t-images", &["snapshots", "list"]);
+        let snapshots = ctr_ok(
+            "edgeroll-t-images",
+            &["snapshots", "--snapshotter", &snapshotter, "list"],
+        );
         if content.trim().is_empty() && snapshots.lines().count() <= 1 {
             break;
         }
