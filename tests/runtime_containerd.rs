@@ -416,6 +416,13 @@ async fn the_supervisor_runs_two_revisions_restarts_a_killed_task_and_a_new_agen
         );
     }
 
+    // A container of ours that no record names (an agent that crashed between create and
+    // journal): the next agent's sweep removes it.
+    let stray = runtime_in(namespace, state.path(), 1 << 20)
+        .start(&request("web-r9-stray", &stable))
+        .await
+        .unwrap();
+
     // A new runtime and supervisor with the same journal adopt them: same pids, no restart.
     let second = runtime_in(namespace, state.path(), 1 << 20);
     let mut agent = Agent::start(
@@ -447,6 +454,15 @@ async fn the_supervisor_runs_two_revisions_restarts_a_killed_task_and_a_new_agen
             .map(|r| (r.id.clone(), r.pid))
             .collect::<Vec<_>>()
     );
+    let deadline = Instant::now() + DEADLINE;
+    while containers(namespace).contains(&"edgeroll-web-r9-stray".to_string()) {
+        assert!(
+            Instant::now() < deadline,
+            "the stray container was not swept"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(!pid_alive(stray.pid));
 
     // The shell drops the canary: it is stopped and its container removed.
     agent.handle.set_desired(SERVICE, desired(&[(1, &stable)]));
@@ -607,8 +623,11 @@ async fn run_job_reports_exit_codes_output_and_the_deadline_and_removes_its_cont
         .await
         .unwrap();
     assert_eq!(ok.exit_code, Some(0));
-    // The shim's file:// output takes both streams into one file: stderr comes with stdout.
-    assert_eq!(ok.stdout, "measured 0.98\nwarn\n");
+    // The shim's file:// output takes both streams into one file: stderr comes with stdout (the
+    // shim copies the two pipes separately, so their order is not kept).
+    let mut lines: Vec<&str> = ok.stdout.lines().collect();
+    lines.sort_unstable();
+    assert_eq!(lines, ["measured 0.98", "warn"], "{:?}", ok.stdout);
     assert_eq!(ok.stderr, "");
     let failed = runtime
         .run_job(&job("edgeroll-job-fail", "echo bad; exit 1", DEADLINE))
