@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio::io::AsyncReadExt;
 use tokio::sync::{watch, OnceCell};
 
 use self::api::services::containers::v1 as containers;
@@ -207,7 +207,7 @@ impl Inner {
     }
 
     /// Create container `id` from `image_name` with `spec` and `labels` on a fresh rw snapshot,
-    /// then its task with the shim appending its stdout and stderr to `output`, and start it. Returns the task's pid. Whatever was created is removed again when a step fails.
+    /// then its task with its output going where `stdio` says, and start it. Returns the task's pid. Whatever was created is removed again when a step fails.
     async fn create_and_start(
         &self,
         id: &str,
@@ -215,7 +215,7 @@ impl Inner {
         chain_id: &str,
         spec: serde_json::Value,
         labels: HashMap<String, String>,
-        output: &Path,
+        stdio: Stdio<'_>,
     ) -> Result<u32, Error> {
         let snapshotter = self.snapshotter().await?.to_string();
         let lease = self.short_lease(id).await?;
@@ -235,8 +235,8 @@ impl Inner {
             .create(self.client.request(tasks::CreateTaskRequest {
                 container_id: id.to_string(),
                 rootfs: mounts,
-                stdout: file_uri(output),
-                stderr: file_uri(output),
+                stdout: stdio.stdout(),
+                stderr: stdio.stderr(),
                 ..Default::default()
             }))
             .await;
@@ -505,8 +505,105 @@ impl Inner {
 
 const SIGKILL: u32 = 9;
 
-fn file_uri(path: &Path) -> String {
-    format!("file://{}", path.display())
+/// Where a task's output goes.
+#[derive(Debug, Clone, Copy)]
+enum Stdio<'a> {
+    /// An instance: the shim appends stdout and stderr to this file itself (`file://`; it writes
+    /// both streams to the one path), so the task never depends on the agent reading anything.
+    File(&'a Path),
+    /// A job: FIFOs the agent reads while it waits for the job, so that stdout and stderr stay
+    /// apart. A job whose agent dies is killed by the next agent's sweep.
+    Fifos { stdout: &'a Path, stderr: &'a Path },
+}
+
+impl Stdio<'_> {
+    fn stdout(self) -> String {
+        match self {
+            Stdio::File(path) => format!("file://{}", path.display()),
+            Stdio::Fifos { stdout, .. } => stdout.display().to_string(),
+        }
+    }
+
+    fn stderr(self) -> String {
+        match self {
+            Stdio::File(path) => format!("file://{}", path.display()),
+            Stdio::Fifos { stderr, .. } => stderr.display().to_string(),
+        }
+    }
+}
+
+/// One output stream of a job: a FIFO the shim writes and a task of ours that keeps its last
+/// [`JOB_OUTPUT_TAIL`] bytes.
+struct JobStream {
+    path: PathBuf,
+    done: tokio::sync::oneshot::Sender<()>,
+    reader: tokio::task::JoinHandle<Vec<u8>>,
+}
+
+impl JobStream {
+    fn open(path: &Path) -> Result<JobStream, Error> {
+        let io_error = |source| Error::LogFile {
+            path: path.to_path_buf(),
+            source,
+        };
+        match std::fs::remove_file(path) {
+            Ok(()) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => return Err(io_error(error)),
+        }
+        nix::unistd::mkfifo(
+            path,
+            nix::sys::stat::Mode::S_IRUSR | nix::sys::stat::Mode::S_IWUSR,
+        )
+        .map_err(|errno| io_error(std::io::Error::from(errno)))?;
+        // Read-write, so that the FIFO never reads as ended before the shim opens it.
+        let mut receiver = tokio::net::unix::pipe::OpenOptions::new()
+            .read_write(true)
+            .open_receiver(path)
+            .map_err(io_error)?;
+        let (done, mut finished) = tokio::sync::oneshot::channel::<()>();
+        let reader = tokio::spawn(async move {
+            let mut kept = Vec::new();
+            let mut buffer = vec![0u8; 8192];
+            let keep = |kept: &mut Vec<u8>, bytes: &[u8]| {
+                kept.extend_from_slice(bytes);
+                let excess = kept.len().saturating_sub(JOB_OUTPUT_TAIL as usize);
+                kept.drain(..excess);
+            };
+            loop {
+                tokio::select! {
+                    read = receiver.read(&mut buffer) => match read {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => keep(&mut kept, &buffer[..n]),
+                    },
+                    _ = &mut finished => {
+                        // The task is deleted: what the shim copied is in the FIFO; drain it.
+                        while let Ok(n) = receiver.try_read(&mut buffer) {
+                            if n == 0 {
+                                break;
+                            }
+                            keep(&mut kept, &buffer[..n]);
+                        }
+                        break;
+                    }
+                }
+            }
+            kept
+        });
+        Ok(JobStream {
+            path: path.to_path_buf(),
+            done,
+            reader,
+        })
+    }
+
+    /// Stop reading (the task is gone) and return the end of what was read.
+    async fn finish(self) -> String {
+        let _ = self.done.send(());
+        let kept = self.reader.await.unwrap_or_default();
+        let _ = std::fs::remove_file(&self.path);
+        String::from_utf8_lossy(&kept).into_owned()
+    }
 }
 
 fn is_ours(container: &containers::Container) -> bool {
@@ -521,24 +618,6 @@ fn container_id(record: &InstanceRecord) -> String {
         .container
         .clone()
         .unwrap_or_else(|| container_name(&record.id))
-}
-
-/// The last `limit` bytes of a file, lossily decoded ("" when it is missing).
-async fn tail(path: &Path, limit: u64) -> String {
-    let Ok(mut file) = tokio::fs::File::open(path).await else {
-        return String::new();
-    };
-    let length = file.metadata().await.map(|meta| meta.len()).unwrap_or(0);
-    if file
-        .seek(std::io::SeekFrom::Start(length.saturating_sub(limit)))
-        .await
-        .is_err()
-    {
-        return String::new();
-    }
-    let mut bytes = Vec::new();
-    let _ = file.take(limit).read_to_end(&mut bytes).await;
-    String::from_utf8_lossy(&bytes).into_owned()
 }
 
 fn log_error(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
@@ -611,7 +690,7 @@ impl Runtime for ContainerdRuntime {
                 &resolved.chain_id,
                 spec,
                 labels,
-                &log_path,
+                Stdio::File(&log_path),
             )
             .await?;
         record.pid = pid;
@@ -730,12 +809,8 @@ impl Runtime for ContainerdRuntime {
         tokio::fs::create_dir_all(&dir)
             .await
             .map_err(log_error(&dir))?;
-        // The shim's `file://` output writes stdout and stderr to one file (containerd 1.6
-        // `pkg/process/io.go`): a job's stderr arrives in `stdout`.
-        let output = dir.join(format!("{}.log", job.name));
-        tokio::fs::write(&output, b"")
-            .await
-            .map_err(log_error(&output))?;
+        let stdout = JobStream::open(&dir.join(format!("{}.stdout", job.name)))?;
+        let stderr = JobStream::open(&dir.join(format!("{}.stderr", job.name)))?;
         let id = job.name.clone();
         // A leftover of an earlier run of the same job (an agent killed mid-job).
         if inner.container(&id).await?.as_ref().is_some_and(is_ours) {
@@ -757,7 +832,17 @@ impl Runtime for ContainerdRuntime {
             (ContainerLabels::INSTANCE.to_string(), job.name.clone()),
         ]);
         inner
-            .create_and_start(&id, &image_name, &resolved.chain_id, spec, labels, &output)
+            .create_and_start(
+                &id,
+                &image_name,
+                &resolved.chain_id,
+                spec,
+                labels,
+                Stdio::Fifos {
+                    stdout: &stdout.path,
+                    stderr: &stderr.path,
+                },
+            )
             .await?;
         let exit_code = match tokio::time::timeout(job.deadline, inner.wait_task(&id)).await {
             Ok(Ok(status)) => status.map(|status| i32::try_from(status).unwrap_or(i32::MAX)),
@@ -771,13 +856,15 @@ impl Runtime for ContainerdRuntime {
                 None
             }
         };
+        // Deleting the task first: the shim may report the exit before it has copied the last
+        // output, and its delete waits for the copy (containerd 1.6 `pkg/process/init.go`).
+        let deleted = inner.delete(&id).await;
         let outcome = JobOutcome {
             exit_code,
-            stdout: tail(&output, JOB_OUTPUT_TAIL).await,
-            stderr: String::new(),
+            stdout: stdout.finish().await,
+            stderr: stderr.finish().await,
         };
-        inner.delete(&id).await?;
-        let _ = tokio::fs::remove_file(&output).await;
+        deleted?;
         Ok(outcome)
     }
 }
