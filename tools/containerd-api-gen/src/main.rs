@@ -5,19 +5,33 @@
 use std::path::{Path, PathBuf};
 
 const SERVICES: &[&str] = &[
-    "containers", "content", "diff", "images", "leases", "namespaces", "snapshots", "tasks",
+    "containers",
+    "content",
+    "diff",
+    "images",
+    "leases",
+    "namespaces",
+    "snapshots",
+    "tasks",
     "version",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let root: PathBuf = std::env::args().nth(1).ok_or("usage: containerd-api-gen REPO_ROOT")?.into();
+    let root: PathBuf = std::env::args()
+        .nth(1)
+        .ok_or("usage: containerd-api-gen REPO_ROOT")?
+        .into();
     let include = root.join("proto/containerd");
     let out = root.join("src/runtime/containerd/api");
     let api = "github.com/containerd/containerd/api/services";
     let files: Vec<PathBuf> = SERVICES
         .iter()
         .map(|service| {
-            let name = if *service == "namespaces" { "namespace" } else { service };
+            let name = if *service == "namespaces" {
+                "namespace"
+            } else {
+                service
+            };
             include.join(format!("{api}/{service}/v1/{name}.proto"))
         })
         .collect();
@@ -38,7 +52,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // types come from prost-types.
     for entry in std::fs::read_dir(&out)? {
         let path = entry?.path();
-        let name = path.file_name().and_then(|name| name.to_str()).unwrap_or_default();
+        let name = path
+            .file_name()
+            .and_then(|name| name.to_str())
+            .unwrap_or_default();
         if !name.starts_with("containerd.") && name != "mod.rs" {
             std::fs::remove_file(&path)?;
         }
@@ -55,5 +72,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 fn display(root: &Path, path: &Path) -> String {
-    path.strip_prefix(root).unwrap_or(path).display().to_string()
+    path.strip_prefix(root)
+        .unwrap_or(path)
+        .display()
+        .to_string()
 }
