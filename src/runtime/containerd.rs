@@ -13,6 +13,8 @@
 mod api;
 mod client;
 mod image;
+mod images;
+mod jobs;
 mod spec;
 mod tarball;
 
@@ -22,8 +24,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::AsyncReadExt;
-use tokio::sync::{watch, OnceCell};
+use tokio::sync::OnceCell;
 
 use self::api::services::containers::v1 as containers;
 use self::api::services::leases::v1 as leases;
@@ -37,7 +38,7 @@ use self::image::ImageStore;
 use super::process::{bound_log_file, free_loopback_port, read_stat, KILL_DEADLINE};
 use super::{
     container_name, container_process, spec_hash, Adoption, ContainerJob, ContainerLabels,
-    EngineConfig, Error, Images, InstanceRecord, JobOutcome, PullProgress, Runtime, StartRequest,
+    EngineConfig, Error, InstanceRecord, JobOutcome, Runtime, StartRequest,
 };
 use crate::shell::clock::Clock;
 
@@ -532,80 +533,6 @@ impl Stdio<'_> {
     }
 }
 
-/// One output stream of a job: a FIFO the shim writes and a task of ours that keeps its last
-/// [`JOB_OUTPUT_TAIL`] bytes.
-struct JobStream {
-    path: PathBuf,
-    done: tokio::sync::oneshot::Sender<()>,
-    reader: tokio::task::JoinHandle<Vec<u8>>,
-}
-
-impl JobStream {
-    fn open(path: &Path) -> Result<JobStream, Error> {
-        let io_error = |source| Error::LogFile {
-            path: path.to_path_buf(),
-            source,
-        };
-        match std::fs::remove_file(path) {
-            Ok(()) => {}
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
-            Err(error) => return Err(io_error(error)),
-        }
-        nix::unistd::mkfifo(
-            path,
-            nix::sys::stat::Mode::S_IRUSR | nix::sys::stat::Mode::S_IWUSR,
-        )
-        .map_err(|errno| io_error(std::io::Error::from(errno)))?;
-        // Read-write, so that the FIFO never reads as ended before the shim opens it.
-        let mut receiver = tokio::net::unix::pipe::OpenOptions::new()
-            .read_write(true)
-            .open_receiver(path)
-            .map_err(io_error)?;
-        let (done, mut finished) = tokio::sync::oneshot::channel::<()>();
-        let reader = tokio::spawn(async move {
-            let mut kept = Vec::new();
-            let mut buffer = vec![0u8; 8192];
-            let keep = |kept: &mut Vec<u8>, bytes: &[u8]| {
-                kept.extend_from_slice(bytes);
-                let excess = kept.len().saturating_sub(JOB_OUTPUT_TAIL as usize);
-                kept.drain(..excess);
-            };
-            loop {
-                tokio::select! {
-                    read = receiver.read(&mut buffer) => match read {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => keep(&mut kept, &buffer[..n]),
-                    },
-                    _ = &mut finished => {
-                        // The task is deleted: what the shim copied is in the FIFO; drain it.
-                        while let Ok(n) = receiver.try_read(&mut buffer) {
-                            if n == 0 {
-                                break;
-                            }
-                            keep(&mut kept, &buffer[..n]);
-                        }
-                        break;
-                    }
-                }
-            }
-            kept
-        });
-        Ok(JobStream {
-            path: path.to_path_buf(),
-            done,
-            reader,
-        })
-    }
-
-    /// Stop reading (the task is gone) and return the end of what was read.
-    async fn finish(self) -> String {
-        let _ = self.done.send(());
-        let kept = self.reader.await.unwrap_or_default();
-        let _ = std::fs::remove_file(&self.path);
-        String::from_utf8_lossy(&kept).into_owned()
-    }
-}
-
 fn is_ours(container: &containers::Container) -> bool {
     container
         .labels
@@ -795,150 +722,6 @@ impl Runtime for ContainerdRuntime {
     }
 
     async fn run_job(&self, job: &ContainerJob) -> Result<JobOutcome, Error> {
-        let inner = &self.inner;
-        let (image_name, resolved) = match inner.resolve_image(&job.image).await {
-            Ok(found) => found,
-            Err(Error::ImageMissing { .. }) => {
-                let (progress, _) = watch::channel(PullProgress::default());
-                self.pull(&job.image, &progress).await?;
-                inner.resolve_image(&job.image).await?
-            }
-            Err(error) => return Err(error),
-        };
-        let dir = inner.log_dir.join(JOB_LOG_DIR);
-        tokio::fs::create_dir_all(&dir)
-            .await
-            .map_err(log_error(&dir))?;
-        let stdout = JobStream::open(&dir.join(format!("{}.stdout", job.name)))?;
-        let stderr = JobStream::open(&dir.join(format!("{}.stderr", job.name)))?;
-        let id = job.name.clone();
-        // A leftover of an earlier run of the same job (an agent killed mid-job).
-        if inner.container(&id).await?.as_ref().is_some_and(is_ours) {
-            inner.stop_container(&id, SIGKILL, Duration::ZERO).await?;
-        }
-        let process = spec::Process::of(
-            &resolved.config.config.clone().unwrap_or_default(),
-            job.command.clone(),
-            Vec::new(),
-            &[],
-        );
-        if process.args.is_empty() {
-            return Err(Error::EmptyCommand { id });
-        }
-        let spec = spec::runtime_spec(&id, &process, None);
-        let labels = HashMap::from([
-            (ContainerLabels::MANAGED.to_string(), "true".to_string()),
-            (ContainerLabels::ROLE.to_string(), "job".to_string()),
-            (ContainerLabels::INSTANCE.to_string(), job.name.clone()),
-        ]);
-        inner
-            .create_and_start(
-                &id,
-                &image_name,
-                &resolved.chain_id,
-                spec,
-                labels,
-                Stdio::Fifos {
-                    stdout: &stdout.path,
-                    stderr: &stderr.path,
-                },
-            )
-            .await?;
-        let exit_code = match tokio::time::timeout(job.deadline, inner.wait_task(&id)).await {
-            Ok(Ok(status)) => status.map(|status| i32::try_from(status).unwrap_or(i32::MAX)),
-            Ok(Err(error)) => {
-                inner.remove_container(&id).await;
-                return Err(error);
-            }
-            Err(_) => {
-                inner.kill(&id, SIGKILL).await?;
-                let _ = tokio::time::timeout(JOB_KILL_WAIT, inner.wait_task(&id)).await;
-                None
-            }
-        };
-        // Deleting the task first: the shim may report the exit before it has copied the last
-        // output, and its delete waits for the copy (containerd 1.6 `pkg/process/init.go`).
-        let deleted = inner.delete(&id).await;
-        let outcome = JobOutcome {
-            exit_code,
-            stdout: stdout.finish().await,
-            stderr: stderr.finish().await,
-        };
-        deleted?;
-        Ok(outcome)
-    }
-}
-
-impl Images for ContainerdRuntime {
-    async fn present(&self, image: &str) -> Result<bool, Error> {
-        match self.inner.resolve_image(image).await {
-            Ok(_) => Ok(true),
-            Err(Error::ImageMissing { .. }) => Ok(false),
-            Err(error) => Err(error),
-        }
-    }
-
-    async fn pull(
-        &self,
-        image: &str,
-        _progress: &watch::Sender<PullProgress>,
-    ) -> Result<(), Error> {
-        Err(Error::Unsupported {
-            runtime: "containerd",
-            what: format!(
-                "pull {image} yet (no registry client in this build): load it from an imageArchive"
-            ),
-        })
-    }
-
-    async fn load(
-        &self,
-        archive: &Path,
-        progress: &watch::Sender<PullProgress>,
-    ) -> Result<Vec<String>, Error> {
-        let path = archive.to_path_buf();
-        let tarball = tokio::task::spawn_blocking(move || tarball::Tarball::open(&path))
-            .await
-            .map_err(|error| {
-                client::local_error(
-                    format!("read image archive {}", archive.display()),
-                    error.to_string(),
-                )
-            })??;
-        progress.send_replace(PullProgress {
-            done_bytes: 0,
-            total_bytes: Some(tarball.size),
-            detail: format!("Loading {}", archive.display()),
-        });
-        let store = self.inner.images().await?;
-        let mut names = Vec::new();
-        for found in &tarball.images {
-            store
-                .import(&found.names, &found.target, &tarball, progress)
-                .await?;
-            names.extend(found.names.iter().cloned());
-        }
-        Ok(names)
-    }
-
-    async fn remove(&self, image: &str) -> Result<(), Error> {
-        let inner = &self.inner;
-        let name = normalize_reference(image);
-        let users = containers::containers_client::ContainersClient::new(inner.client.channel())
-            .list(inner.client.request(containers::ListContainersRequest {
-                filters: vec![format!("image=={name}")],
-            }))
-            .await
-            .map_err(|status| engine_error("list containers", &status))?
-            .into_inner()
-            .containers;
-        if let Some(user) = users.first() {
-            return Err(Error::Engine {
-                what: format!("remove image {name}"),
-                message: format!("container {} uses it", user.id),
-                transient: false,
-            });
-        }
-        inner.images().await?.delete_image(&name).await
+        jobs::run(self, job).await
     }
 }
