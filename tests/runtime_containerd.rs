@@ -967,3 +967,130 @@ async fn tasks_outlive_a_containerd_restart_and_are_still_watched_and_adopted() 
         .unwrap();
     assert_eq!(runtime.adopt(&record).await.unwrap(), Adoption::Gone);
 }
+
+/// A loopback relay to `upstream` that counts the bytes it carries towards the client and,
+/// once, cuts the connection that carries byte `cut_at`: a cellular link dropping mid-layer.
+fn cutting_link(upstream: String, cut_at: usize) -> (SocketAddr, Arc<Mutex<usize>>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    let relayed = Arc::new(Mutex::new(0usize));
+    let counter = Arc::clone(&relayed);
+    std::thread::spawn(move || {
+        let cut = Arc::new(Mutex::new(false));
+        for client in listener.incoming().flatten() {
+            let Ok(server) = std::net::TcpStream::connect(&upstream) else {
+                continue;
+            };
+            let (mut from_client, mut to_server) =
+                (client.try_clone().unwrap(), server.try_clone().unwrap());
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut from_client, &mut to_server);
+            });
+            let (mut from_server, mut to_client) = (server, client);
+            let (counter, cut) = (Arc::clone(&counter), Arc::clone(&cut));
+            std::thread::spawn(move || {
+                let mut buffer = vec![0u8; 16 * 1024];
+                loop {
+                    let Ok(read) = from_server.read(&mut buffer) else {
+                        break;
+                    };
+                    if read == 0 {
+                        break;
+                    }
+                    let mut total = counter.lock().unwrap();
+                    let mut cut_now = cut.lock().unwrap();
+                    let send = if !*cut_now && *total + read >= cut_at {
+                        *cut_now = true;
+                        cut_at - *total
+                    } else {
+                        read
+                    };
+                    if to_client.write_all(&buffer[..send]).is_err() {
+                        break;
+                    }
+                    *total += send;
+                    if send < read {
+                        // The link drops: both directions, at once.
+                        let _ = to_client.flush();
+                        let _ = to_client.shutdown(std::net::Shutdown::Both);
+                        let _ = from_server.shutdown(std::net::Shutdown::Both);
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    (address, relayed)
+}
+
+#[tokio::test]
+#[ignore = "needs containerd and a registry; .ci/run starts them and runs --ignored"]
+async fn a_pull_cut_by_the_link_resumes_where_it_stopped_and_the_image_runs() {
+    let registry = std::env::var("EDGEROLL_TEST_REGISTRY").unwrap_or_else(|_| {
+        panic!("EDGEROLL_TEST_REGISTRY is not set: run eval \"$(tests/engines/docker.sh start)\" (or registry.sh)")
+    });
+    let namespace = "edgeroll-t-pull";
+    let state = tempfile::tempdir().unwrap();
+    let filler: Vec<u8> = (0..4 << 20).map(|_| fastrand::u8(..)).collect();
+    let pushed_name = format!(
+        "{registry}/edgeroll-t/pull:{:06x}",
+        fastrand::u32(..1 << 24)
+    );
+    let archive = build_image(state.path(), &pushed_name, &[("filler", &filler)]);
+    let pushed = Command::new("skopeo")
+        .args(["copy", "--quiet", "--dest-tls-verify=false"])
+        .arg(format!("oci-archive:{}", archive.display()))
+        .arg(format!("docker://{pushed_name}"))
+        .status()
+        .expect("skopeo (apt-get install skopeo)");
+    assert!(pushed.success(), "skopeo copy");
+
+    // Through a link that drops after 3 MB: the first attempt breaks off mid-layer.
+    let (link, relayed) = cutting_link(registry.clone(), 3 << 20);
+    let image = pushed_name.replacen(&registry, &link.to_string(), 1);
+    let runtime = runtime_in(namespace, state.path(), 1 << 20);
+    let (progress, seen) = watch::channel(PullProgress::default());
+    let first = runtime.pull(&image, &progress).await;
+    let error = first.expect_err("the cut link must fail the first attempt");
+    assert!(
+        error.is_transient(),
+        "a cut link is worth another attempt: {error}"
+    );
+    assert!(!runtime.present(&image).await.unwrap());
+    let after_first = *relayed.lock().unwrap();
+    runtime
+        .pull(&image, &progress)
+        .await
+        .expect("the second attempt resumes");
+    let total = *relayed.lock().unwrap();
+    let image_bytes = seen.borrow().total_bytes.expect("the pull knows its size") as usize;
+    assert_eq!(
+        seen.borrow().done_bytes as usize,
+        image_bytes,
+        "{:?}",
+        *seen.borrow()
+    );
+    eprintln!(
+        "pull of {image}: the first attempt broke off after {after_first} bytes; {total} bytes \
+         relayed in all (HTTP included) for {image_bytes} bytes of blobs ({:.4}x)",
+        total as f64 / image_bytes as f64,
+    );
+    // Resumed, not restarted: the bytes of the first attempt were not fetched again (starting
+    // over would relay 1.6x).
+    assert!(
+        (total as f64) < image_bytes as f64 * 1.05,
+        "{total} bytes relayed for {image_bytes} bytes of blobs: the download restarted"
+    );
+    assert!(runtime.present(&image).await.unwrap());
+
+    // The pulled image runs.
+    let template = http_template(&image, "pulled", StopBehaviour::ExitOnTerm);
+    let record = runtime
+        .start(&request("web-pull-1", &template))
+        .await
+        .expect("start");
+    assert_eq!(wait_http(record.address, "/version").await.trim(), "pulled");
+    runtime.stop(&record, Duration::from_secs(5)).await.unwrap();
+    runtime.remove(&image).await.unwrap();
+}

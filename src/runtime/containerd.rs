@@ -73,6 +73,8 @@ pub struct ContainerdRuntime {
 struct Inner {
     client: Client,
     log_dir: PathBuf,
+    /// Where pulls stage their blobs (`<state_dir>/images/`), so a cut download resumes.
+    staging_dir: PathBuf,
     log_max_bytes: u64,
     snapshotter: OnceCell<String>,
     /// The agent's clock (`started_at`, lease expiries).
@@ -110,6 +112,7 @@ impl ContainerdRuntime {
             inner: Arc::new(Inner {
                 client: Client::new(PathBuf::from(socket), namespace),
                 log_dir: config.state_dir.join("logs"),
+                staging_dir: config.state_dir.join("images"),
                 log_max_bytes: config.log_max_bytes,
                 snapshotter: OnceCell::new(),
                 clock: Clock::system(),

@@ -3,14 +3,19 @@
 //! snapshot and lease work itself is `image.rs`'s; the registry protocol is
 //! `runtime::registry`'s.
 
+use std::collections::HashMap;
+use std::io::SeekFrom;
 use std::path::Path;
+
+use tokio::io::AsyncSeekExt;
 
 use tokio::sync::watch;
 
 use super::api::services::containers::v1 as containers;
 use super::client::{self, engine_error};
-use super::image::normalize_reference;
+use super::image::{normalize_reference, sha256_digest, BlobSource, BoxedReader, Descriptor};
 use super::{tarball, ContainerdRuntime};
+use crate::runtime::registry::{self, DirSink, Options, Reference, RegistryClient};
 use crate::runtime::{Error, Images, PullProgress};
 
 impl Images for ContainerdRuntime {
@@ -22,17 +27,40 @@ impl Images for ContainerdRuntime {
         }
     }
 
-    async fn pull(
-        &self,
-        image: &str,
-        _progress: &watch::Sender<PullProgress>,
-    ) -> Result<(), Error> {
-        Err(Error::Unsupported {
-            runtime: "containerd",
-            what: format!(
-                "pull {image} yet (no registry client in this build): load it from an imageArchive"
-            ),
-        })
+    async fn pull(&self, image: &str, progress: &watch::Sender<PullProgress>) -> Result<(), Error> {
+        let reference = Reference::parse(image).map_err(|message| Error::Engine {
+            what: format!("pull image {image}"),
+            message,
+            transient: false,
+        })?;
+        // The download is staged under the agent's state directory, keyed by the reference:
+        // a link that drops (or an agent that restarts) resumes it with `Range` requests.
+        let staging = self
+            .inner
+            .staging_dir
+            .join(sha256_digest(reference.to_string().as_bytes()).replace(':', "-"));
+        let sink = DirSink::new(&staging);
+        let client = RegistryClient::new(Options::default())?;
+        let pulled = client.pull(&reference, &sink, progress).await?;
+        let target = pulled.target();
+        let top = Descriptor {
+            media_type: target.media_type.clone(),
+            digest: target.digest.to_string(),
+            size: i64::try_from(target.size).unwrap_or(i64::MAX),
+            annotations: HashMap::new(),
+            platform: None,
+        };
+        let names = [normalize_reference(image)];
+        self.inner
+            .images()
+            .await?
+            .import(&names, &top, &Staged(&sink), progress)
+            .await?;
+        // In containerd now; a staging directory left by a failed removal is only disk.
+        if let Err(error) = tokio::fs::remove_dir_all(&staging).await {
+            tracing::warn!(path = %staging.display(), %error, "cannot remove a pulled image's staging directory");
+        }
+        Ok(())
     }
 
     async fn load(
@@ -84,5 +112,24 @@ impl Images for ContainerdRuntime {
             });
         }
         inner.images().await?.delete_image(&name).await
+    }
+}
+
+/// The blobs a pull staged, read back for the import into containerd.
+struct Staged<'a>(&'a DirSink);
+
+impl BlobSource for Staged<'_> {
+    async fn open(&self, digest: &str, offset: u64) -> Result<BoxedReader, Error> {
+        let what = format!("read pulled blob {digest}");
+        let digest = registry::Digest::parse(digest)
+            .map_err(|message| client::local_error(&what, message))?;
+        let path = self.0.blob_path(&digest);
+        let mut file = tokio::fs::File::open(&path)
+            .await
+            .map_err(|error| client::local_error(&what, format!("{}: {error}", path.display())))?;
+        file.seek(SeekFrom::Start(offset))
+            .await
+            .map_err(|error| client::local_error(&what, error.to_string()))?;
+        Ok(Box::new(file))
     }
 }
