@@ -991,10 +991,7 @@ fn cutting_link(upstream: String, cut_at: usize) -> (SocketAddr, Arc<Mutex<usize
             let (counter, cut) = (Arc::clone(&counter), Arc::clone(&cut));
             std::thread::spawn(move || {
                 let mut buffer = vec![0u8; 16 * 1024];
-                loop {
-                    let Ok(read) = from_server.read(&mut buffer) else {
-                        break;
-                    };
+                while let Ok(read) = from_server.read(&mut buffer) {
                     if read == 0 {
                         break;
                     }
