@@ -27,7 +27,6 @@ use std::time::Duration;
 use tokio::sync::OnceCell;
 
 use self::api::services::containers::v1 as containers;
-use self::api::services::leases::v1 as leases;
 use self::api::services::snapshots::v1 as snapshots;
 use self::api::services::tasks::v1 as tasks;
 use self::api::services::version::v1 as version;
@@ -181,33 +180,12 @@ impl Inner {
     async fn short_lease(&self, id: &str) -> Result<String, Error> {
         let lease = format!("edgeroll-start-{id}");
         let expires = self.clock.now().plus(START_LEASE_EXPIRY).rfc3339();
-        let request = leases::CreateRequest {
-            id: lease.clone(),
-            labels: HashMap::from([("containerd.io/gc.expire".to_string(), expires.to_string())]),
-        };
-        match leases::leases_client::LeasesClient::new(self.client.channel())
-            .create(self.client.request(request))
-            .await
-        {
-            Ok(_) => Ok(lease),
-            Err(status) if is_already_exists(&status) => Ok(lease),
-            Err(status) => Err(engine_error(format!("create lease {lease}"), &status)),
-        }
+        self.client.create_lease(&lease, &expires).await?;
+        Ok(lease)
     }
 
     async fn drop_lease(&self, lease: &str) {
-        let request = leases::DeleteRequest {
-            id: lease.to_string(),
-            sync: false,
-        };
-        if let Err(status) = leases::leases_client::LeasesClient::new(self.client.channel())
-            .delete(self.client.request(request))
-            .await
-        {
-            if !is_not_found(&status) {
-                tracing::debug!(lease, error = %status.message(), "could not delete a lease (it expires by itself)");
-            }
-        }
+        self.client.drop_lease(lease).await;
     }
 
     /// Create container `id` from `image_name` with `spec` and `labels` on a fresh rw snapshot,

@@ -80,18 +80,7 @@ impl Shell {
         let now = self.clock.now();
         match event {
             ImageEvent::Ready { image } => {
-                let ready: Vec<ServiceSpec> = self
-                    .waiting_for_images
-                    .values()
-                    .filter(|spec| {
-                        spec.template
-                            .container
-                            .as_ref()
-                            .is_some_and(|container| container.image == image)
-                    })
-                    .cloned()
-                    .collect();
-                for spec in ready {
+                for spec in self.waiting_for(&image) {
                     self.waiting_for_images.remove(&spec.name);
                     self.service_event(
                         &spec.name,
@@ -114,18 +103,7 @@ impl Shell {
                 attempt,
                 retry_in,
             } => {
-                let waiting: Vec<String> = self
-                    .waiting_for_images
-                    .values()
-                    .filter(|spec| {
-                        spec.template
-                            .container
-                            .as_ref()
-                            .is_some_and(|container| container.image == image)
-                    })
-                    .map(|spec| spec.name.clone())
-                    .collect();
-                for name in waiting {
+                for name in self.waiting_for(&image).into_iter().map(|spec| spec.name) {
                     warn!(service = %name, %image, attempt, "image not ready: {reason}");
                     self.service_event(
                         &name,
@@ -140,6 +118,20 @@ impl Shell {
                 }
             }
         }
+    }
+
+    /// The specs waiting for `image`.
+    fn waiting_for(&self, image: &str) -> Vec<ServiceSpec> {
+        self.waiting_for_images
+            .values()
+            .filter(|spec| {
+                spec.template
+                    .container
+                    .as_ref()
+                    .is_some_and(|container| container.image == image)
+            })
+            .cloned()
+            .collect()
     }
 
     /// An event of one service that the core did not make (kept in memory for status; a

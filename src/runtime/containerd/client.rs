@@ -134,3 +134,43 @@ pub(super) fn local_error(what: impl Into<String>, message: impl Into<String>) -
         transient: false,
     }
 }
+
+impl Client {
+    /// Create lease `id` (or take the one an earlier attempt made) that containerd collects by
+    /// itself at `expires` (RFC 3339) if it is never dropped.
+    pub(super) async fn create_lease(&self, id: &str, expires: &str) -> Result<(), Error> {
+        use super::api::services::leases::v1 as leases;
+        let request = leases::CreateRequest {
+            id: id.to_string(),
+            labels: std::collections::HashMap::from([(
+                "containerd.io/gc.expire".to_string(),
+                expires.to_string(),
+            )]),
+        };
+        match leases::leases_client::LeasesClient::new(self.channel())
+            .create(self.request(request))
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(status) if is_already_exists(&status) => Ok(()),
+            Err(status) => Err(engine_error(format!("create lease {id}"), &status)),
+        }
+    }
+
+    /// Drop lease `id`; one that cannot be dropped expires by itself.
+    pub(super) async fn drop_lease(&self, id: &str) {
+        use super::api::services::leases::v1 as leases;
+        let request = leases::DeleteRequest {
+            id: id.to_string(),
+            sync: false,
+        };
+        if let Err(status) = leases::leases_client::LeasesClient::new(self.channel())
+            .delete(self.request(request))
+            .await
+        {
+            if !is_not_found(&status) {
+                tracing::warn!(lease = id, error = %status.message(), "could not delete a lease (it expires by itself)");
+            }
+        }
+    }
+}

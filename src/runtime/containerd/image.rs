@@ -19,7 +19,6 @@ use tokio::sync::{mpsc, watch};
 use super::api::services::content::v1 as content;
 use super::api::services::diff::v1 as diff;
 use super::api::services::images::v1 as images;
-use super::api::services::leases::v1 as leases;
 use super::api::services::snapshots::v1 as snapshots;
 use super::api::types;
 use super::client::{engine_error, is_already_exists, is_not_found, local_error, Client};
@@ -395,35 +394,12 @@ impl ImageStore<'_> {
     async fn lease(&self, manifest_digest: &str) -> Result<String, Error> {
         let id = format!("edgeroll-import-{}", manifest_digest.replace(':', "-"));
         let expires = self.now.plus(LEASE_EXPIRY).rfc3339();
-        let mut labels = HashMap::new();
-        labels.insert("containerd.io/gc.expire".to_string(), expires.to_string());
-        let request = leases::CreateRequest {
-            id: id.clone(),
-            labels,
-        };
-        match leases::leases_client::LeasesClient::new(self.client.channel())
-            .create(self.client.request(request))
-            .await
-        {
-            Ok(_) => Ok(id),
-            Err(status) if is_already_exists(&status) => Ok(id),
-            Err(status) => Err(engine_error(format!("create lease {id}"), &status)),
-        }
+        self.client.create_lease(&id, &expires).await?;
+        Ok(id)
     }
 
     async fn drop_lease(&self, lease: &str) {
-        let request = leases::DeleteRequest {
-            id: lease.to_string(),
-            sync: false,
-        };
-        if let Err(status) = leases::leases_client::LeasesClient::new(self.client.channel())
-            .delete(self.client.request(request))
-            .await
-        {
-            if !is_not_found(&status) {
-                tracing::warn!(lease, error = %status.message(), "could not delete an import lease (it expires by itself)");
-            }
-        }
+        self.client.drop_lease(lease).await;
     }
 
     /// Write one blob unless the store has it, resuming at the offset a cut write reached; then
