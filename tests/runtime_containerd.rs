@@ -7,8 +7,10 @@
 
 #[path = "container_support/mod.rs"]
 mod container_support;
+#[path = "journal_support/mod.rs"]
+mod journal_support;
 
-use std::collections::BTreeMap;
+use journal_support::MemJournal;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -219,27 +221,6 @@ async fn start_serves_and_stop_removes() {
     assert!(!pid_alive(record.pid));
     assert!(containers(namespace).is_empty());
     assert_eq!(runtime.adopt(&record).await.unwrap(), Adoption::Gone);
-}
-
-/// The journal as a map, standing in for the store.
-#[derive(Default)]
-struct MemJournal(Mutex<BTreeMap<String, InstanceRecord>>);
-
-impl InstanceJournal for MemJournal {
-    fn save_instance(&self, record: &InstanceRecord) -> Result<(), String> {
-        let mut records = self.0.lock().unwrap();
-        records.insert(record.id.clone(), record.clone());
-        Ok(())
-    }
-
-    fn remove_instance(&self, id: &str) -> Result<(), String> {
-        self.0.lock().unwrap().remove(id);
-        Ok(())
-    }
-
-    fn load_instances(&self) -> Result<Vec<InstanceRecord>, String> {
-        Ok(self.0.lock().unwrap().values().cloned().collect())
-    }
 }
 
 /// The real supervisor on a containerd runtime of its own.

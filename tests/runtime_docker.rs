@@ -12,7 +12,10 @@
 
 mod container_support;
 
-use std::collections::{BTreeMap, HashMap};
+mod journal_support;
+
+use journal_support::MemJournal;
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -188,37 +191,6 @@ on_both_engines!(
     a_pull_from_a_registry_reports_its_bytes,
     an_engine_that_comes_up_late_is_reached_on_the_next_call,
 );
-
-/// The journal as a map, standing in for the store.
-#[derive(Default)]
-struct MemJournal(Mutex<BTreeMap<String, InstanceRecord>>);
-
-impl InstanceJournal for MemJournal {
-    fn save_instance(&self, record: &InstanceRecord) -> Result<(), String> {
-        let mut records = self.0.lock().unwrap();
-        records.insert(record.id.clone(), record.clone());
-        Ok(())
-    }
-
-    fn remove_instance(&self, id: &str) -> Result<(), String> {
-        self.0.lock().unwrap().remove(id);
-        Ok(())
-    }
-
-    fn load_instances(&self) -> Result<Vec<InstanceRecord>, String> {
-        Ok(self.0.lock().unwrap().values().cloned().collect())
-    }
-}
-
-impl MemJournal {
-    fn record(&self, id: &str) -> InstanceRecord {
-        self.0.lock().unwrap().get(id).cloned().expect("journaled")
-    }
-
-    fn ids(&self) -> Vec<String> {
-        self.0.lock().unwrap().keys().cloned().collect()
-    }
-}
 
 /// One supervisor on a runtime of the engine.
 struct Harness {

@@ -3,11 +3,14 @@
 // These tests drive real processes and sockets in real time, so they read the real clock.
 #![allow(clippy::disallowed_methods)]
 
+mod journal_support;
+
+use journal_support::MemJournal;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use edgeroll::runtime::{
@@ -27,39 +30,6 @@ use tokio_util::sync::CancellationToken;
 /// Generous: the machine running the tests may be busy.
 const DEADLINE: Duration = Duration::from_secs(30);
 const SERVICE: &str = "web";
-
-/// The journal as a map, standing in for the store.
-#[derive(Default)]
-struct MemJournal(Mutex<BTreeMap<String, InstanceRecord>>);
-
-impl InstanceJournal for MemJournal {
-    fn save_instance(&self, record: &InstanceRecord) -> Result<(), String> {
-        self.0
-            .lock()
-            .unwrap()
-            .insert(record.id.clone(), record.clone());
-        Ok(())
-    }
-
-    fn remove_instance(&self, id: &str) -> Result<(), String> {
-        self.0.lock().unwrap().remove(id);
-        Ok(())
-    }
-
-    fn load_instances(&self) -> Result<Vec<InstanceRecord>, String> {
-        Ok(self.0.lock().unwrap().values().cloned().collect())
-    }
-}
-
-impl MemJournal {
-    fn record(&self, id: &str) -> InstanceRecord {
-        self.0.lock().unwrap().get(id).cloned().expect("journaled")
-    }
-
-    fn ids(&self) -> Vec<String> {
-        self.0.lock().unwrap().keys().cloned().collect()
-    }
-}
 
 /// One supervisor with its journal and log directory; kills leftover workloads when dropped,
 /// so a failing test does not leave processes behind.
