@@ -378,7 +378,6 @@ strategy = { canry = {} }
             doc.toml:5:12: services[0].template.version: required field is missing
             doc.toml:5:24: services[0].template.command: must name a program to run
             doc.toml:5:48: services[0].template.readiness.tcp: set `tcp = true`, or use `httpGet`
-            doc.toml:5:65: services[0].template.image: container images are not supported yet: the process runtime runs `command`
             doc.toml:5:78: services[0].template.env."A=B": not a valid environment variable name
             doc.toml:8:20: services[1].traffic.http: "localhost:80" is not an address such as "0.0.0.0:8080" or "[::1]:8080"
             doc.toml:9:52: services[1].template.command[1]: expected a string, found an integer
