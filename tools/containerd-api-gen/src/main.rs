@@ -58,6 +58,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .unwrap_or_default();
         if !name.starts_with("containerd.") && name != "mod.rs" {
             std::fs::remove_file(&path)?;
+        } else if name != "mod.rs" {
+            // containerd's comments indent filter expressions with a tab, which rustdoc would
+            // take for Rust code and run as doctests: keep them as prose.
+            let text = std::fs::read_to_string(&path)?;
+            std::fs::write(&path, text.replace("/// \t", "/// "))?;
         }
     }
     let mut written: Vec<_> = std::fs::read_dir(&out)?

@@ -137,7 +137,7 @@ pub struct ListSnapshotsRequest {
     /// filters. Expanded, images that match the following will be
     /// returned:
     ///
-    /// 	filters\[0\] or filters\[1\] or ... or filters\[n-1\] or filters\[n\]
+    /// filters\[0\] or filters\[1\] or ... or filters\[n-1\] or filters\[n\]
     ///
     /// If filters is zero-length or nil, all items will be returned.
     #[prost(string, repeated, tag = "2")]
