@@ -822,7 +822,10 @@ async fn a_pull_from_a_registry_reports_its_bytes(engine: Engine) {
         panic!("EDGEROLL_TEST_REGISTRY is not set: run `eval \"$(tests/engines/docker.sh start)\"`")
     });
     let image = format!("{registry}/edgeroll-test/pull:1");
-    let archive = build_image(engine.images.path(), &image, &[]);
+    // A layer of its own: one the engine already holds (other tests' images share busybox's)
+    // would be reported as "Already exists", with no bytes to count.
+    let unique: Vec<u8> = (0..64 * 1024).map(|_| fastrand::u8(..)).collect();
+    let archive = build_image(engine.images.path(), &image, &[("unique", &unique)]);
     let pushed = std::process::Command::new("skopeo")
         .args(["copy", "--quiet", "--dest-tls-verify=false"])
         .arg(format!("oci-archive:{}", archive.display()))
