@@ -175,14 +175,17 @@ struct Task<R> {
 
 impl<R: Images> Task<R> {
     async fn run(mut self, mut desired: watch::Receiver<ImagesDesired>) {
+        // The initial (empty) value is not the shell's word: acting on it would remove every
+        // image the agent recorded, the revisions kept for `undo` among them, right after a
+        // restart. Nothing happens until the shell has said what it prepares and keeps.
         loop {
-            let wanted = desired.borrow_and_update().clone();
-            self.reconcile(&wanted);
-            self.collect_garbage(&wanted).await;
             tokio::select! {
                 () = self.shutdown.cancelled() => break,
                 changed = desired.changed() => if changed.is_err() { break },
             }
+            let wanted = desired.borrow_and_update().clone();
+            self.reconcile(&wanted);
+            self.collect_garbage(&wanted).await;
         }
         for (_, (_, token)) in std::mem::take(&mut self.attempts) {
             token.cancel();
@@ -562,8 +565,12 @@ mod tests {
     }
 
     fn harness(engine: Engine) -> Harness {
+        harness_with(engine, Journal::default())
+    }
+
+    fn harness_with(engine: Engine, journal: Journal) -> Harness {
         let engine = Arc::new(engine);
-        let journal = Arc::new(Journal::default());
+        let journal = Arc::new(journal);
         let (sender, events) = mpsc::channel(16);
         let shutdown = CancellationToken::new();
         let handle = spawn(
@@ -699,6 +706,33 @@ mod tests {
             .calls()
             .iter()
             .any(|call| call.starts_with("pull")));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn nothing_is_removed_before_the_shell_says_what_it_keeps() {
+        // A restarted agent: images recorded by its previous run, and no word from the shell
+        // yet (it opens its services first).
+        let engine = Engine::default();
+        engine.present.lock().unwrap().insert("undo:1".into());
+        let journal = Journal::default();
+        journal.record_image("undo:1").unwrap();
+        let harness = harness_with(engine, journal);
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert!(
+            harness.engine.calls().is_empty(),
+            "{:?}",
+            harness.engine.calls()
+        );
+        harness.handle.set_desired(ImagesDesired {
+            prepare: Vec::new(),
+            keep: ["undo:1".to_owned()].into(),
+        });
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert!(
+            harness.engine.calls().is_empty(),
+            "{:?}",
+            harness.engine.calls()
+        );
     }
 
     #[tokio::test(start_paused = true)]
