@@ -312,6 +312,18 @@ fn a_container_rollout_waits_for_its_image_survives_kill9_and_keeps_what_undo_ne
         docker(&["image", "inspect", &first]).0,
         "the undo image {first} was removed"
     );
+    // … also across a restart of the agent: nothing runs 1.0.0 now, so only the agent's own
+    // record of what it keeps protects it.
+    site.kill9_agent();
+    site.start_agent();
+    site.wait_for("2.0.0 healthy again", |s| {
+        s["phase"] == "Healthy" && s["stable"]["version"] == "2.0.0" && common::all_ready(s)
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        docker(&["image", "inspect", &first]).0,
+        "the undo image {first} was removed after a restart"
+    );
 
     // --- an image that does not exist: shown, retried, and the stable keeps serving ---
     let missing = format!("{}/edgeroll-e2e/{}:absent", registry(), site.service);
