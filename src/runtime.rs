@@ -550,7 +550,7 @@ fn start_containers<R: Runtime + Images>(
     );
     let jobs: Arc<dyn JobRunner> = Arc::new(RuntimeJobs(Arc::clone(&runtime)));
     Started {
-        supervisor: supervisor::spawn(runtime, config, journal, updates, shutdown),
+        supervisor: start_shared(runtime, config, journal, updates, shutdown),
         images: Some(images),
         jobs: Some(jobs),
     }
@@ -590,7 +590,7 @@ pub fn start_with<R: Runtime>(
     updates: mpsc::Sender<InstancesChanged>,
     shutdown: CancellationToken,
 ) -> SupervisorHandle {
-    supervisor::spawn(Arc::new(runtime), config, journal, updates, shutdown)
+    start_shared(Arc::new(runtime), config, journal, updates, shutdown)
 }
 
 /// [`start_with`] for a runtime already shared (a test that also drives its images).

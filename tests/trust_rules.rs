@@ -486,3 +486,33 @@ mod properties {
         }
     }
 }
+
+#[test]
+fn a_container_image_on_a_process_site_is_a_runtime_refusal_naming_the_service_and_line() {
+    let service = r#"
+[[services]]
+name = "web"
+replicas = 1
+traffic = { http = "127.0.0.1:8080" }
+strategy = { canary = { steps = [{ setWeight = 50 }] } }
+[services.template]
+version = "2.0.0"
+image = "registry.example.com/web:2"
+"#;
+    // The test site runs the process runtime (see `check_with`).
+    let (rule, message) = refused(check_with(
+        &doc(7, service),
+        None,
+        &[],
+        &TrustState::default(),
+        SourceKind::File,
+        false,
+    ));
+    assert_eq!(rule, Rule::Runtime);
+    assert!(
+        message.starts_with(
+            "serial 7: line 11: services[0].template.image: service web runs a container image"
+        ),
+        "{message}"
+    );
+}
